@@ -1,0 +1,48 @@
+# The two commands (README): `make run` trains the default asset, `make test` runs the tests.
+# Both build .venv from requirements.lock first when it is missing or older than the lock.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+MLAGENTS := mlagents==1.1.0 mlagents-envs==1.1.0
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
+export MLFLOW_EXPERIMENT_NAME ?= unity-mlagents
+export PYTHONUNBUFFERED := 1
+
+ASSET ?= nav
+ARGS ?=
+
+.PHONY: venv run test bench ui lock clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "Python >= 3.10 needed"'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	# mlagents 1.1.0 says Python <=3.10.12 but runs on 3.11 with the pins above (README: Dependencies).
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --ignore-requires-python $(MLAGENTS)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(BIN)/python -c 'import mlagents.trainers, mlagents_envs, mlflow, hydra, onnxruntime, torch; print("venv ready: torch", torch.__version__, "mlflow", mlflow.__version__)'
+	touch $@
+
+run: $(STAMP)
+	$(BIN)/mlflow run . -P asset=$(ASSET) --env-manager local $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q $(ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python scripts/bench.py $(ARGS)
+
+ui: $(STAMP)
+	$(BIN)/mlflow ui --backend-store-uri "$(MLFLOW_TRACKING_URI)" --host 127.0.0.1 --port 5000
+
+lock: $(STAMP)
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v -E '^(mlagents|mlagents-envs)==' > requirements.lock.new
+	@echo "review requirements.lock.new (keep the header and the torch/setuptools comments), then move it over requirements.lock"
+
+clean:
+	rm -rf $(VENV) results outputs multirun

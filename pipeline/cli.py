@@ -1,0 +1,92 @@
+"""Command line of the MLflow entry points (see MLproject): one sub-command per stage, plus `main`.
+
+    python -m pipeline.cli main --asset nav --algorithm ppo --max_steps 20000 --overrides "env.num_envs=1"
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import shlex
+import sys
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Iterator, Optional, Sequence
+
+from pipeline.config.errors import ConfigError
+
+EXIT_CONFIG = 2
+
+
+@contextlib.contextmanager
+def reported() -> Iterator[None]:
+    """Failure handling for every entry point: bad input is one clear line and exit code 2."""
+    try:
+        yield
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_CONFIG)
+
+
+def overrides_from(args: argparse.Namespace) -> list[str]:
+    out = []
+    for key in ("asset", "algorithm", "mode", "max_steps", "seed", "env_path"):
+        value = getattr(args, key, None)
+        if value not in (None, ""):
+            out.append(f"{key}={value}")
+    return out + shlex.split(args.overrides or "")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m pipeline.cli", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="stage", required=True)
+    for stage in ("main", "build", "train", "evaluate", "register"):
+        s = sub.add_parser(stage)
+        s.add_argument("--asset", default="nav")
+        s.add_argument("--overrides", default="", help="Hydra overrides, space separated")
+        s.add_argument("--result-json", type=Path, help="write the stage's result here as JSON")
+        if stage in ("main", "train"):
+            s.add_argument("--algorithm", default="ppo")
+            s.add_argument("--mode", default="online")
+            s.add_argument("--max_steps", default="")
+            s.add_argument("--seed", default="0")
+        if stage in ("main", "train", "build"):
+            s.add_argument("--env_path", default="")
+        if stage == "evaluate":
+            s.add_argument("--policy", required=True, help="training run id, runs:/ URI or path to a .onnx")
+        if stage == "register":
+            s.add_argument("--run_id", required=True, help="the training run whose policy to register")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    args = parser().parse_args(argv)
+    with reported():
+        from pipeline.config.compose import compose_plan
+
+        plan = compose_plan(overrides_from(args))  # validated before any run is created
+        from pipeline.stages import build, evaluate, pipeline, register, train
+
+        if args.stage == "main":
+            result = pipeline.run_pipeline(plan)
+        elif args.stage == "build":
+            result = build.build(plan)
+        elif args.stage == "train":
+            result = train.train(plan)
+        elif args.stage == "evaluate":
+            result = evaluate.evaluate(plan, args.policy)
+        else:
+            result = register.register(plan, args.run_id, _eval_metrics(args.run_id))
+    if args.result_json:
+        args.result_json.write_text(json.dumps(asdict(result) if is_dataclass(result) else result, indent=2, default=str))
+
+
+def _eval_metrics(run_id: str) -> dict:
+    import mlflow
+
+    return {k: v for k, v in mlflow.MlflowClient().get_run(run_id).data.metrics.items() if k.startswith("eval/")}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,27 @@
+"""Make mlagents 1.1.0 run on this project's torch (2.13) — imported before any trainer code.
+
+torch >= 2.9 routes `torch.onnx.export` to the dynamo exporter by default. It needs onnxscript,
+ignores opset 9 and produces a graph Unity's inference engine cannot read. mlagents calls
+`torch.onnx.export` without `dynamo=`, so we default that one argument back to the legacy
+TorchScript exporter; explicit callers are untouched.
+"""
+from __future__ import annotations
+
+import functools
+import warnings
+
+import torch.onnx
+
+if not getattr(torch.onnx.export, "_legacy_default", False):
+    _export = torch.onnx.export
+
+    @functools.wraps(_export)
+    def _export_legacy_by_default(*args, **kwargs):
+        kwargs.setdefault("dynamo", False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return _export(*args, **kwargs)
+
+    _export_legacy_by_default._legacy_default = True  # type: ignore[attr-defined]
+    torch.onnx.export = _export_legacy_by_default
+

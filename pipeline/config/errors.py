@@ -1,0 +1,2 @@
+class ConfigError(ValueError):
+    """A configuration value the pipeline refuses; the message names the key and the fix."""

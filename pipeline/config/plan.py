@@ -1,0 +1,188 @@
+"""Turn a composed Hydra config into a validated `RunPlan` before anything runs or is written.
+
+Errors name the offending key (as a Hydra override would spell it) and what to do instead.
+The algorithm block is checked by ML-Agents' own strict structuring, so its messages are the
+ones `mlagents-learn` would give for the same YAML.
+"""
+from __future__ import annotations
+
+import re
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import attr
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline.config.errors import ConfigError
+from pipeline.sim import SIMULATIONS, World
+
+ASSET_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+MODES_AVAILABLE = ("online",)
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Everything a stage needs, validated. `cfg` is the resolved config as plain containers."""
+
+    cfg: dict[str, Any]
+    behavior_name: str
+    simulation: Optional[str]  # built-in simulation name, or None for a Unity build
+    trainer_settings: Any  # mlagents.trainers.settings.TrainerSettings
+    max_steps: int
+    seed: int
+
+    @property
+    def asset_id(self) -> str:
+        return self.cfg["asset"]["asset_id"]
+
+    @property
+    def algorithm(self) -> str:
+        return self.cfg["algorithm"]["trainer_type"]
+
+    @property
+    def mode(self) -> str:
+        return self.cfg["mode"]["name"]
+
+    @property
+    def world(self) -> type[World]:
+        assert self.simulation is not None
+        return SIMULATIONS[self.simulation]
+
+    def trainer_config(self) -> dict[str, Any]:
+        """mlagents-learn's configuration file: `mlagents-learn trainer_config.yaml --env=<build>`."""
+        env = self.cfg["env"]
+        return {
+            "behaviors": {self.behavior_name: self.algorithm_settings()},
+            "env_settings": {
+                "env_path": self.cfg.get("env_path"),
+                "env_args": list(env["env_args"]) or None,
+                "base_port": env["base_port"],
+                "num_envs": env["num_envs"],
+                "num_areas": env["num_areas"],
+                "timeout_wait": env["timeout_wait"],
+                "seed": self.seed,
+            },
+            "engine_settings": {"time_scale": env["time_scale"], "no_graphics": env["no_graphics"]},
+            "torch_settings": {"device": "cpu"},
+        }
+
+    def algorithm_settings(self) -> dict[str, Any]:
+        settings = dict(self.cfg["algorithm"])
+        settings["max_steps"] = self.max_steps
+        return settings
+
+
+def build_plan(cfg: DictConfig | dict) -> RunPlan:
+    if isinstance(cfg, DictConfig):
+        try:
+            raw = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+        except Exception as exc:  # missing mandatory values, bad interpolations
+            raise ConfigError(f"config: {exc}") from None
+    else:
+        raw = cfg
+    assert isinstance(raw, dict)
+
+    max_steps = raw.get("max_steps")
+    if max_steps is None:
+        max_steps = raw["algorithm"].get("max_steps", 500_000)
+    if not isinstance(max_steps, int) or isinstance(max_steps, bool) or max_steps <= 0:
+        raise ConfigError(f"max_steps must be a positive number of agent steps, got {max_steps!r} "
+                          "(e.g. max_steps=150000, or leave it unset to use the algorithm's max_steps)")
+    seed = raw.get("seed")
+    if not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
+
+    mode = raw["mode"]["name"]
+    if mode not in MODES_AVAILABLE:
+        raise ConfigError(f"mode={mode} is not available yet; available modes: {', '.join(MODES_AVAILABLE)}")
+
+    _check_env(raw["env"], raw["evaluation"])
+    behavior, simulation = _check_asset(raw["asset"], raw.get("env_path"))
+    settings = _check_algorithm(raw["algorithm"], max_steps)
+    return RunPlan(cfg=raw, behavior_name=behavior, simulation=simulation,
+                   trainer_settings=settings, max_steps=max_steps, seed=seed)
+
+
+def _check_env(env: dict, evaluation: dict) -> None:
+    for key in ("num_envs", "num_areas", "timeout_wait"):
+        if env[key] < 1:
+            raise ConfigError(f"env.{key} must be >= 1, got {env[key]}")
+    if env["time_scale"] <= 0:
+        raise ConfigError(f"env.time_scale must be > 0, got {env['time_scale']}")
+    if evaluation["episodes"] < 1:
+        raise ConfigError(f"evaluation.episodes must be >= 1, got {evaluation['episodes']}")
+
+
+def _check_asset(asset: dict, env_path: Optional[str]) -> tuple[str, Optional[str]]:
+    if not ASSET_ID.match(asset["asset_id"]):
+        raise ConfigError(f"asset.asset_id {asset['asset_id']!r} must be 1-64 letters, digits, '.', '_' or '-' "
+                          "(it names result directories and registered models)")
+    source = asset["source"]
+    if env_path or source["kind"] == "unity":
+        where = f"env_path={env_path}" if env_path else f"asset.source.build_path={source['build_path']}"
+        raise ConfigError(f"{where}: training on a Unity player build is not available in this version yet; "
+                          f"remove it to train on the built-in simulation of {asset['name']}")
+    if source["kind"] != "simulation":
+        raise ConfigError(f"asset.source.kind must be 'simulation' or 'unity', got {source['kind']!r}")
+    name = source.get("simulation")
+    if name not in SIMULATIONS:
+        raise ConfigError(f"asset.source.simulation {name!r} is not a built-in simulation; "
+                          f"choose one of: {', '.join(sorted(SIMULATIONS))}")
+    spec = SIMULATIONS[name].spec
+    if asset["name"] != spec.behavior_name:
+        raise ConfigError(f"asset.name {asset['name']!r} is not the behavior of simulation {name!r}; "
+                          f"set asset.name={spec.behavior_name}")
+    sensors = spec.observation_space
+    for sensor, size in asset["observation_space"].items():
+        if sensor not in sensors:
+            raise ConfigError(f"asset.observation_space.{sensor}: simulation {name!r} has no sensor {sensor!r}; "
+                              f"its sensors are {sensors}")
+        if size != sensors[sensor]:
+            raise ConfigError(f"asset.observation_space.{sensor}={size} but simulation {name!r} gives "
+                              f"{sensors[sensor]} values for it")
+    action = asset["action_space"]
+    if action["type"] != "continuous" or action["size"] != spec.action_size:
+        raise ConfigError(f"asset.action_space {action} does not match simulation {name!r}: "
+                          f"continuous, size {spec.action_size}")
+    return spec.behavior_name, name
+
+
+def _check_algorithm(algorithm: dict, max_steps: int) -> Any:
+    from mlagents.plugins import all_trainer_settings
+    from mlagents.plugins.trainer_type import register_trainer_plugins
+    from mlagents.trainers.exception import TrainerConfigError
+    from mlagents.trainers.settings import NetworkSettings, TrainerSettings
+
+    register_trainer_plugins()
+    trainer_type = algorithm.get("trainer_type")
+    if trainer_type not in all_trainer_settings:
+        raise ConfigError(f"algorithm.trainer_type {trainer_type!r} is not an ML-Agents trainer; "
+                          f"choose one of: {', '.join(sorted(all_trainer_settings))}")
+    # cattrs' own messages for a wrong type do not say where; check scalar types first, by key.
+    _check_types(algorithm, TrainerSettings, "algorithm",
+                 {"hyperparameters": all_trainer_settings[trainer_type], "network_settings": NetworkSettings})
+    try:
+        return TrainerSettings.structure({**algorithm, "max_steps": max_steps}, TrainerSettings)
+    except (TrainerConfigError, TypeError, ValueError) as exc:
+        raise ConfigError(f"algorithm ({trainer_type}): {exc}") from None
+
+
+_SCALARS = {int: (int,), float: (int, float), bool: (bool,), str: (str,)}
+
+
+def _check_types(values: dict, cls: type, path: str, nested: dict[str, type]) -> None:
+    fields = attr.fields_dict(cls)
+    hints = typing.get_type_hints(cls)
+    for key, value in values.items():
+        if key not in fields:
+            raise ConfigError(f"{path}.{key} is not an option of ML-Agents' {cls.__name__}; "
+                              f"valid options: {', '.join(sorted(fields))}")
+        if key in nested and isinstance(value, dict):
+            _check_types(value, nested[key], f"{path}.{key}", {})
+            continue
+        expected = hints.get(key)
+        ok = _SCALARS.get(expected)
+        if ok and value is not None and (not isinstance(value, ok) or (expected is not bool and isinstance(value, bool))):
+            raise ConfigError(f"{path}.{key} must be {expected.__name__}, got {value!r}")

@@ -1,0 +1,22 @@
+"""The pipeline as a Hydra app: `python -m pipeline.run asset=patrol algorithm=sac max_steps=20000 seed=3`."""
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+import pipeline.config.schema  # noqa: F401  (registers the schema in Hydra's ConfigStore)
+from pipeline.cli import reported
+from pipeline.config.plan import build_plan
+from pipeline.stages.pipeline import run_pipeline
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> float:
+    with reported():
+        result = run_pipeline(build_plan(cfg))
+    # Sweepers (Optuna) maximise what the task returns: the evaluated success rate.
+    return result.evaluate.metrics["eval/success_rate"] if result.evaluate else float("nan")
+
+
+if __name__ == "__main__":
+    main()

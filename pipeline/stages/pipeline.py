@@ -1,0 +1,49 @@
+"""The `main` entry point: build -> train -> evaluate -> register under one parent run.
+
+Stages hand each other run ids and artifact URIs, as MLflow's multistep workflow example does.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Optional
+
+import mlflow
+
+from pipeline.config.plan import RunPlan
+from pipeline.stages import build, evaluate, register, train
+from pipeline.stages.common import experiment_for, plan_tags
+from pipeline.tracking import runs
+from pipeline.tracking.runs import stage_run
+
+
+@dataclass
+class PipelineResult:
+    status: str
+    run_id: str  # the parent run
+    asset_id: str
+    build: Optional[build.BuildResult] = None
+    train: Optional[train.TrainResult] = None
+    evaluate: Optional[evaluate.EvaluateResult] = None
+    register: Optional[register.RegisterResult] = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def run_pipeline(plan: RunPlan) -> PipelineResult:
+    stages = plan.cfg["stages"]
+    with stage_run("main", experiment_for(plan), f"{plan.asset_id}-{plan.algorithm}-s{plan.seed}",
+                   {**plan_tags(plan), **runs.code_version()}) as parent:
+        result = PipelineResult("RUNNING", parent.info.run_id, plan.asset_id)
+        if "build" in stages:
+            result.build = build.build(plan)
+        result.train = train.train(plan, result.build.run_id if result.build else None)
+        mlflow.set_tag("pipeline.train_run_id", result.train.run_id)
+        if "evaluate" in stages:
+            result.evaluate = evaluate.evaluate(plan, result.train.run_id)
+            mlflow.log_metrics({k: v for k, v in result.evaluate.metrics.items() if k.startswith("eval/")})
+        if "register" in stages:
+            result.register = register.register(plan, result.train.run_id,
+                                                result.evaluate.metrics if result.evaluate else None)
+        result.status = "FINISHED"
+    return result

@@ -1,0 +1,81 @@
+"""Train stage: one MLflow run around one ML-Agents training, with everything needed to reproduce it."""
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import mlflow
+import onnx
+import yaml
+
+from pipeline.config.plan import RunPlan
+from pipeline.reporting import plots
+from pipeline.stages.common import experiment_for, plan_tags
+from pipeline.tracking import runs
+from pipeline.tracking.runs import StageInterrupted, stage_run
+from pipeline.tracking.stats_writer import MLflowStatsWriter, ProgressWriter
+from pipeline.tracking.store import REPO_ROOT
+
+CURVE_METRICS = ("Environment/Cumulative Reward", "Environment/Success Rate", "Environment/Episode Length",
+                 "Policy/Entropy")
+UNITY_POLICY_DIR = "unity"  # <Behavior>.onnx, byte for byte what Unity imports
+MODEL_NAME = "policy"  # the mlflow.onnx model
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_id: str
+    steps: int
+    onnx_uri: str  # runs:/<id>/unity/<Behavior>.onnx
+    model_uri: str  # the logged mlflow.onnx model
+    results_dir: str
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def train(plan: RunPlan, build_run_id: Optional[str] = None) -> TrainResult:
+    from pipeline.training import mlagents_trainer  # heavy (torch): only when training
+
+    tags = {**plan_tags(plan), **runs.code_version(), **runs.software_versions()}
+    if build_run_id:
+        tags["pipeline.build_run_id"] = build_run_id
+    with stage_run("train", experiment_for(plan), f"train-{plan.asset_id}-{plan.algorithm}-s{plan.seed}", tags) as run:
+        run_id = run.info.run_id
+        runs.log_params({**plan.cfg, "max_steps": plan.max_steps})
+        mlflow.log_text(yaml.safe_dump(plan.trainer_config(), sort_keys=False), "trainer_config.yaml")
+        mlflow.log_text(yaml.safe_dump(plan.cfg, sort_keys=False), "config.yaml")
+        results_root = Path(plan.cfg["results_dir"])
+        results_root = results_root if results_root.is_absolute() else REPO_ROOT / results_root
+        runs.set_tags({"results_dir": str(results_root / run_id)})
+
+        writers = [MLflowStatsWriter(run_id, plan.behavior_name), ProgressWriter(plan.max_steps)]
+        outcome = mlagents_trainer.train(plan, results_root, run_id, writers)
+
+        _log_outputs(plan, run_id, outcome)
+        metrics = mlflow.MlflowClient().get_run(run_id).data.metrics
+        result = TrainResult(run_id, outcome.steps, f"runs:/{run_id}/{UNITY_POLICY_DIR}/{outcome.onnx_path.name}",
+                             f"runs:/{run_id}/{MODEL_NAME}", str(outcome.results_dir), dict(metrics))
+        if outcome.interrupted:
+            raise StageInterrupted(f"training stopped at step {outcome.steps:,} of {plan.max_steps:,}; "
+                                   f"the policy and checkpoint at that step are logged")
+    return result
+
+
+def _log_outputs(plan: RunPlan, run_id: str, outcome) -> None:
+    run_logs = outcome.results_dir / "run_logs"
+    if run_logs.is_dir():
+        mlflow.log_artifacts(str(run_logs), "run_logs")
+    if outcome.checkpoint_path and outcome.checkpoint_path.exists():
+        mlflow.log_artifact(str(outcome.checkpoint_path), "checkpoint")
+    if not outcome.onnx_path.exists():
+        raise RuntimeError(f"ML-Agents did not export {outcome.onnx_path}; see {run_logs}")
+    mlflow.log_artifact(str(outcome.onnx_path), UNITY_POLICY_DIR)
+    mlflow.onnx.log_model(onnx.load(str(outcome.onnx_path)), name=MODEL_NAME)
+
+    client = mlflow.MlflowClient()
+    history = {k: [(m.step, m.value) for m in client.get_metric_history(run_id, k)] for k in CURVE_METRICS}
+    with tempfile.TemporaryDirectory() as tmp:
+        png = plots.learning_curve(history, f"{plan.behavior_name} · {plan.algorithm} · seed {plan.seed}",
+                                   Path(tmp) / "learning_curve.png")
+        mlflow.log_artifact(str(png))

@@ -1,0 +1,83 @@
+"""The one place a stage's MLflow run is started and ended: FINISHED, FAILED with the error, or KILLED."""
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import traceback
+from typing import Any, Iterator, Mapping, Optional
+
+import mlflow
+from mlflow.entities import Param, RunStatus, RunTag
+
+from pipeline.tracking.store import REPO_ROOT
+
+
+class StageInterrupted(Exception):
+    """Training stopped by SIGINT/SIGTERM: its run ends KILLED, with what was saved logged."""
+
+
+@contextlib.contextmanager
+def stage_run(stage: str, experiment_id: str, run_name: str, tags: Mapping[str, str]) -> Iterator[mlflow.ActiveRun]:
+    """Start this stage's run: a child of the active run, the run `mlflow run` created, or a new one."""
+    nested = mlflow.active_run() is not None
+    tags = {"pipeline.stage": stage, **tags}
+    if not nested and os.environ.get("MLFLOW_RUN_ID"):  # `mlflow run` made this stage's run for us
+        run = mlflow.start_run(tags=tags)
+    else:
+        run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, nested=nested, tags=tags)
+    try:
+        yield run
+    except (KeyboardInterrupt, StageInterrupted) as exc:
+        mlflow.set_tag("pipeline.error", f"interrupted: {exc}"[:5000])
+        mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
+        raise
+    except BaseException as exc:
+        with contextlib.suppress(Exception):
+            mlflow.set_tag("pipeline.error", f"{type(exc).__name__}: {exc}"[:5000])
+            mlflow.log_text(traceback.format_exc(), "error.txt")
+        mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
+        raise
+    else:
+        mlflow.end_run(RunStatus.to_string(RunStatus.FINISHED))
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = str(value)[:6000]
+    return out
+
+
+def log_params(params: Mapping[str, Any]) -> None:
+    client, run_id = mlflow.MlflowClient(), mlflow.active_run().info.run_id
+    items = [Param(k, str(v)) for k, v in flatten(params).items()]
+    for i in range(0, len(items), 100):  # MLflow's per-request limit
+        client.log_batch(run_id, params=items[i:i + 100])
+
+
+def code_version() -> dict[str, str]:
+    """Git commit of this checkout (and whether it has uncommitted changes), for lineage."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
+                                check=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return {"git.commit": "unknown"}
+    return {"git.commit": commit, "git.dirty": str(bool(dirty)).lower()}
+
+
+def software_versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    return {f"version.{p}": version(p) for p in ("mlagents", "mlagents-envs", "torch", "mlflow", "onnxruntime")}
+
+
+def set_tags(tags: Mapping[str, str]) -> None:
+    mlflow.MlflowClient().log_batch(mlflow.active_run().info.run_id,
+                                    tags=[RunTag(k, str(v)) for k, v in tags.items()])

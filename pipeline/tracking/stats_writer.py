@@ -1,0 +1,104 @@
+"""ML-Agents StatsWriters that stream training statistics to MLflow and to the console.
+
+`MLflowStatsWriter` is also published as an `mlagents.stats_writer` plugin (see pyproject.toml),
+so plain `mlagents-learn` logs to MLflow too once this package is installed.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Any, Dict, List, Optional
+
+from mlagents.trainers.stats import StatsSummary, StatsWriter
+from mlflow.entities import Metric
+from mlflow.tracking import MlflowClient
+
+STEPS_PER_SECOND = "Environment/Steps per Second"
+HIDDEN = {"Is Training", "Step"}  # bookkeeping ML-Agents' TensorBoard writer hides too
+
+
+class _Rate:
+    """Agent steps per wall-clock second between consecutive summaries of a category."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, tuple[int, float]] = {}
+
+    def update(self, category: str, step: int) -> Optional[float]:
+        now = time.monotonic()
+        prev = self._last.get(category)
+        self._last[category] = (step, now)
+        if prev is None or step <= prev[0] or now <= prev[1]:
+            return None
+        return (step - prev[0]) / (now - prev[1])
+
+
+class MLflowStatsWriter(StatsWriter):
+    """Logs every summary period's statistics to one MLflow run, at the ML-Agents step."""
+
+    def __init__(self, run_id: str, primary_category: Optional[str] = None, client: Optional[MlflowClient] = None):
+        self.run_id = run_id
+        self.primary = primary_category
+        self.client = client or MlflowClient()
+        self._rate = _Rate()
+
+    def _key(self, category: str, key: str) -> str:
+        # One behavior per asset is the common case: keep ML-Agents' names as users know them.
+        return key if category == self.primary or self.primary is None else f"{category}/{key}"
+
+    def write_stats(self, category: str, values: Dict[str, StatsSummary], step: int) -> None:
+        now = int(time.time() * 1000)
+        metrics = [Metric(self._key(category, k), float(v.aggregated_value), now, step)
+                   for k, v in values.items() if v.num > 0 and k not in HIDDEN]
+        rate = self._rate.update(category, step)
+        if rate is not None:
+            metrics.append(Metric(self._key(category, STEPS_PER_SECOND), rate, now, step))
+        for i in range(0, len(metrics), 1000):
+            self.client.log_batch(self.run_id, metrics=metrics[i:i + 1000])
+
+
+class ProgressWriter(StatsWriter):
+    """One console line per summary: step / max_steps, mean reward, success, steps/s, time left."""
+
+    def __init__(self, max_steps: int, stream=None):
+        self.max_steps = max_steps
+        self.stream = stream or sys.stdout
+        self._start = time.monotonic()
+
+    def write_stats(self, category: str, values: Dict[str, StatsSummary], step: int) -> None:
+        # Averaged since the start: per-period rates swing with PPO's update pauses.
+        elapsed = time.monotonic() - self._start
+        rate = step / elapsed if elapsed > 0 and step > 0 else None
+        parts = [f"[{category}] step {step:,}/{self.max_steps:,} ({100 * step / self.max_steps:3.0f}%)"]
+        reward = values.get("Environment/Cumulative Reward")
+        if reward is not None and reward.num:
+            parts.append(f"mean reward {reward.mean:7.3f} ± {reward.std:.3f}")
+        success = values.get("Environment/Success Rate")
+        if success is not None and success.num:
+            parts.append(f"success {success.mean:5.1%}")
+        if rate:
+            left = max(self.max_steps - step, 0) / rate
+            parts.append(f"{rate:,.0f} steps/s")
+            parts.append(f"{int(left // 60)}m{int(left % 60):02d}s left")
+        print(" | ".join(parts), file=self.stream, flush=True)
+
+
+def get_mlflow_writers(run_options: Any) -> List[StatsWriter]:
+    """`mlagents.stats_writer` plugin for plain `mlagents-learn`: opt in with MLAGENTS_MLFLOW=1.
+
+    Logs to the run in MLFLOW_RUN_ID, or to a new run of experiment "mlagents-learn".
+    """
+    if os.environ.get("MLAGENTS_MLFLOW") != "1":
+        return []
+    import mlflow
+
+    import pipeline.compat  # noqa: F401  (ONNX export on our torch, for plain mlagents-learn)
+
+    run_id = os.environ.get("MLFLOW_RUN_ID")
+    if run_id is None:
+        run = mlflow.MlflowClient().create_run(
+            mlflow.get_experiment_by_name("mlagents-learn").experiment_id
+            if mlflow.get_experiment_by_name("mlagents-learn") else mlflow.create_experiment("mlagents-learn"),
+            run_name=run_options.checkpoint_settings.run_id)
+        run_id = run.info.run_id
+    return [MLflowStatsWriter(run_id)]

@@ -1,0 +1,134 @@
+"""Where training happens: ML-Agents' own TrainerController, driven as `mlagents-learn` drives it.
+
+This mirrors `mlagents.trainers.learn.run_training` step for step; the differences are the
+environment factory (a built-in simulation when there is no Unity build), the StatsWriters
+passed in by the caller, a SIGTERM that stops training like Ctrl-C (ML-Agents then saves the
+model), and resetting ML-Agents' process-global state so several runs can share a process.
+"""
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional, Sequence
+
+import pipeline.compat  # noqa: F401  (must precede the trainers: ONNX export on torch 2.13)
+from mlagents import torch_utils
+from mlagents.plugins.stats_writer import get_default_stats_writers
+from mlagents.plugins.trainer_type import register_trainer_plugins
+from mlagents.trainers import learn
+from mlagents.trainers.environment_parameter_manager import EnvironmentParameterManager
+from mlagents.trainers.settings import RunOptions
+from mlagents.trainers.stats import ConsoleWriter, StatsReporter, StatsWriter
+from mlagents.trainers.subprocess_env_manager import SubprocessEnvManager
+from mlagents.trainers.trainer import TrainerFactory
+from mlagents.trainers.trainer_controller import TrainerController
+from mlagents.trainers.training_status import GlobalTrainingStatus, StatusType
+from mlagents_envs.timers import reset_timers
+
+from pipeline.config.plan import RunPlan
+from pipeline.training.env_factory import SimulationEnvFactory
+
+
+@dataclass(frozen=True)
+class TrainingOutcome:
+    results_dir: Path  # ML-Agents' <results_dir>/<run_id>
+    onnx_path: Path  # <Behavior>.onnx, exactly what Unity imports
+    checkpoint_path: Optional[Path]
+    steps: int
+    interrupted: bool  # stopped by SIGINT/SIGTERM before max_steps
+
+
+def run_options_for(plan: RunPlan, results_dir: Path, run_id: str) -> RunOptions:
+    register_trainer_plugins()
+    options = plan.trainer_config()
+    # ML-Agents only allows num_envs > 1 with a build; our factory provides the workers itself.
+    options["env_settings"] = {**options["env_settings"], "num_envs": 1}
+    options["checkpoint_settings"] = {"run_id": run_id, "results_dir": str(results_dir)}
+    return RunOptions.from_dict(options)
+
+
+def train(plan: RunPlan, results_dir: Path, run_id: str, writers: Sequence[StatsWriter] = ()) -> TrainingOutcome:
+    options = run_options_for(plan, results_dir, run_id)
+    write_path = Path(options.checkpoint_settings.write_path)
+    run_logs = Path(options.checkpoint_settings.run_logs_dir)
+    learn.validate_existing_directories(str(write_path), False, False, None)
+    run_logs.mkdir(parents=True, exist_ok=True)
+    _reset_mlagents_globals()
+    torch_utils.set_torch_config(options.torch_settings)
+
+    factory = SimulationEnvFactory(plan.simulation, plan.cfg["env"]["num_areas"], plan.seed)
+    env_manager = SubprocessEnvManager(factory, options, plan.cfg["env"]["num_envs"])
+    param_manager = EnvironmentParameterManager(options.environment_parameters, plan.seed, restore=False)
+    trainer_factory = TrainerFactory(
+        trainer_config=options.behaviors, output_path=str(write_path), train_model=True, load_model=False,
+        seed=plan.seed, param_manager=param_manager, init_path=None, multi_gpu=False)
+    controller = TrainerController(trainer_factory, str(write_path), run_id, param_manager, True, plan.seed)
+
+    stop = _StopRequest()
+    with _stats_writers(options, writers), stop.on_sigterm():
+        try:
+            controller.start_learning(env_manager)
+        finally:
+            env_manager.close()
+            learn.write_run_options(str(write_path), options)
+            learn.write_timing_tree(str(run_logs))
+            learn.write_training_status(str(run_logs))
+
+    steps = max((int(t.get_step) for t in controller.trainers.values()), default=0)
+    checkpoints = GlobalTrainingStatus.get_parameter_state(plan.behavior_name, StatusType.CHECKPOINTS) or []
+    last_ckpt = write_path / plan.behavior_name / "checkpoint.pt"
+    return TrainingOutcome(
+        results_dir=write_path,
+        onnx_path=write_path / f"{plan.behavior_name}.onnx",
+        checkpoint_path=last_ckpt if last_ckpt.exists() else (Path(checkpoints[-1]["file_path"]) if checkpoints else None),
+        steps=steps,
+        interrupted=stop.requested or steps < plan.max_steps,
+    )
+
+
+def _reset_mlagents_globals() -> None:
+    """ML-Agents keeps training status, timers and stats in module globals; start each run clean."""
+    GlobalTrainingStatus.saved_state.clear()
+    reset_timers()
+    StatsReporter.stats_dict.clear()
+
+
+@contextlib.contextmanager
+def _stats_writers(options: RunOptions, writers: Sequence[StatsWriter]) -> Iterator[None]:
+    # mlagents-learn's own writers (TensorBoard, gauges), minus its console line: ours says more.
+    defaults = [w for w in get_default_stats_writers(options) if not isinstance(w, ConsoleWriter)]
+    added = defaults + list(writers)
+    for w in added:
+        StatsReporter.add_writer(w)
+    try:
+        yield
+    finally:
+        for w in added:
+            StatsReporter.writers.remove(w)
+
+
+class _StopRequest:
+    """SIGTERM behaves like Ctrl-C: ML-Agents catches KeyboardInterrupt and saves the model."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    @contextlib.contextmanager
+    def on_sigterm(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum, frame):
+            self.requested = True
+            raise KeyboardInterrupt(f"signal {signum}")
+
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
