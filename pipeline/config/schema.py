@@ -13,6 +13,11 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+# Sections owned by the part of the pipeline that reads them.
+from pipeline.offline.settings import ModeConfig
+from pipeline.registry.settings import RegistryConfig
+from pipeline.unity.settings import BuildConfig
+
 
 @dataclass
 class ActionSpaceConfig:
@@ -39,12 +44,6 @@ class AssetConfig:
     observation_space: Dict[str, int] = field(default_factory=dict)
     action_space: ActionSpaceConfig = field(default_factory=ActionSpaceConfig)
     source: EnvSourceConfig = field(default_factory=EnvSourceConfig)
-
-
-@dataclass
-class ModeConfig:
-    name: str = "online"
-    dataset_path: Optional[str] = None
 
 
 @dataclass
@@ -86,6 +85,8 @@ class PipelineConfig:
     env: EnvConfig = field(default_factory=EnvConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
+    build: BuildConfig = field(default_factory=BuildConfig)
     results_dir: str = "results"
     stages: List[str] = field(default_factory=lambda: ["build", "train", "evaluate", "register"])
 

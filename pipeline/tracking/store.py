@@ -9,7 +9,6 @@ import mlflow
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_URI = f"sqlite:///{REPO_ROOT / 'mlflow.db'}"
-DEFAULT_ARTIFACTS = REPO_ROOT / "mlruns"
 
 
 def configure(tracking_uri: Optional[str] = None) -> str:
@@ -24,7 +23,11 @@ def experiment_id(name: str) -> str:
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
-    location = DEFAULT_ARTIFACTS.as_uri() if mlflow.get_tracking_uri() == DEFAULT_URI else None
+    location = None
+    uri = mlflow.get_tracking_uri()
+    if uri.startswith("sqlite:///"):
+        # Artifacts beside the database file, not in whatever directory the process started in.
+        location = (Path(uri[len("sqlite:///"):]).resolve().parent / "mlruns").as_uri()
     try:
         return client.create_experiment(name, artifact_location=location)
     except mlflow.exceptions.MlflowException:

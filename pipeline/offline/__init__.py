@@ -1,0 +1,1 @@
+"""Learning from demonstrations: datasets (JSONL, Unity .demo), recorder, offline and hybrid training."""

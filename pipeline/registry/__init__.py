@@ -1,0 +1,1 @@
+"""Where promotion is decided: MLflow Model Registry, the champion gate, the Vertex AI mirror."""

@@ -1,0 +1,1 @@
+"""Scheduled training: cron schedules, durable fire claims, launching runs, webhooks."""

@@ -1,0 +1,1 @@
+"""Unity player builds: launching players over ML-Agents' gRPC protocol, ports, and the editor build."""

@@ -1,0 +1,73 @@
+"""Config is validated before anything runs: errors name the key and the fix, and nothing is written."""
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+import yaml
+
+from pipeline.config.compose import compose_plan
+from pipeline.config.errors import ConfigError
+from tests.conftest import PYTHON, REPO, all_runs, child_env
+
+
+def test_defaults_compose_to_the_nav_ppo_online_plan():
+    plan = compose_plan([])
+    assert (plan.asset_id, plan.behavior_name, plan.algorithm, plan.mode) == ("nav-001", "NavigationAgent", "ppo", "online")
+    assert plan.max_steps == 150_000 and plan.simulation == "nav"
+
+
+@pytest.mark.parametrize("asset,algorithm", [(a, b) for a in ("nav", "patrol") for b in ("ppo", "sac", "poca")])
+def test_every_asset_and_algorithm_composes(asset, algorithm):
+    plan = compose_plan([f"asset={asset}", f"algorithm={algorithm}", "max_steps=1234", "seed=3"])
+    assert plan.algorithm == algorithm and plan.max_steps == 1234 and plan.seed == 3
+    assert plan.trainer_settings.max_steps == 1234
+
+
+def test_trainer_config_yaml_is_what_mlagents_learn_reads():
+    from mlagents.trainers.settings import RunOptions
+
+    plan = compose_plan(["asset=patrol", "algorithm=sac"])
+    text = yaml.safe_dump(plan.trainer_config())
+    options = yaml.safe_load(text)
+    options["env_settings"]["env_path"] = "/builds/Patrol.x86_64"  # as `--env=` would set it
+    run_options = RunOptions.from_dict(options)
+    settings = run_options.behaviors["PatrolAgent"]
+    assert settings.trainer_type == "sac" and settings.max_steps == plan.max_steps
+    assert settings.hyperparameters.steps_per_update == 16.0
+    assert run_options.env_settings.num_envs == 2
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["max_steps=0"], "max_steps must be a positive number of agent steps, got 0"),
+    (["max_steps=-5"], "max_steps must be a positive number of agent steps, got -5"),
+    (["asset=tank"], "Could not find 'asset/tank'\n\nAvailable options in 'asset':\n\tnav\n\tpatrol"),
+    (["algorithm=dqn"], "Available options in 'algorithm':\n\tpoca\n\tppo\n\tsac"),
+    (["mode=evolution"], "Could not find 'mode/evolution'"),
+    (["algorithm.hyperparameters.batch_size=big"], "algorithm.hyperparameters.batch_size must be int, got 'big'"),
+    (["+algorithm.hyperparameters.batchsize=64"],
+     "algorithm.hyperparameters.batchsize is not an option of ML-Agents' PPOSettings; valid options: batch_size,"),
+    (["+algorithm.max_step=10"], "algorithm.max_step is not an option of ML-Agents' TrainerSettings"),
+    (["algorithm.trainer_type=a2c"], "algorithm.trainer_type 'a2c' is not an ML-Agents trainer; choose one of: poca, ppo, sac"),
+    (["env.num_envs=two"], "Value 'two' of type 'str' could not be converted to Integer\n    full_key: env.num_envs"),
+    (["env.num_envs=0"], "env.num_envs must be >= 1, got 0"),
+    (["asset.bogus=1"], "Could not override 'asset.bogus'."),
+    (["asset.observation_space.raycast=16"], "asset.observation_space.raycast=16 but simulation 'nav' gives 8"),
+    (["+asset.observation_space.lidar=3"], "asset.observation_space.lidar: simulation 'nav' has no sensor 'lidar'"),
+    (["asset.asset_id=../../etc"], "asset.asset_id '../../etc' must be 1-64 letters, digits"),
+    (["env_path=/builds/Nav.x86_64"], "env_path=/builds/Nav.x86_64: training on a Unity player build is not available"),
+    (["evaluation.episodes=0"], "evaluation.episodes must be >= 1, got 0"),
+])
+def test_bad_config_is_refused_with_the_key_named(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        compose_plan(overrides)
+    assert message in str(err.value)
+
+
+def test_bad_input_on_the_command_line_exits_2_and_writes_no_run(store, tmp_path):
+    proc = subprocess.run([PYTHON, "-m", "pipeline.cli", "train", "--max_steps", "0"], cwd=REPO,
+                          capture_output=True, text=True, env=child_env(), timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: max_steps must be a positive number")
+    assert all_runs() == [] and all_runs("tests") == []
+    assert not (tmp_path / "results").exists()
