@@ -8,7 +8,8 @@ from pipeline.tracking import store
 def plan_tags(plan: RunPlan) -> dict[str, str]:
     return {"asset": plan.asset_id, "behavior": plan.behavior_name, "algorithm": plan.algorithm,
             "mode": plan.mode, "seed": str(plan.seed),
-            "environment": f"simulation:{plan.simulation}" if plan.simulation else "unity"}
+            "environment": f"simulation:{plan.simulation}" if plan.simulation else "unity",
+            **plan.cfg.get("run_tags", {})}
 
 
 def experiment_for(plan: RunPlan) -> str:
