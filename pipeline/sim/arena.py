@@ -11,6 +11,9 @@ import numpy as np
 N_RAYS = 8
 RAY_LENGTH = 2.0
 AGENT_RADIUS = 0.05
+# Rays are sphere casts, like Unity's RayPerceptionSensor "Sphere Cast Radius": thin rays 45 degrees
+# apart would let a nearby obstacle hide between two of them.
+CAST_RADIUS = 0.08
 # Eight world-frame ray directions, like a RayPerceptionSensor with 8 rays over 360 degrees.
 RAY_DIRECTIONS = np.stack(
     [np.cos(np.arange(N_RAYS) * 2 * np.pi / N_RAYS), np.sin(np.arange(N_RAYS) * 2 * np.pi / N_RAYS)],
@@ -33,7 +36,7 @@ def raycast(pos: np.ndarray, centers: np.ndarray, radii: np.ndarray) -> np.ndarr
     if centers.shape[1]:
         oc = p[:, :, None, :] - centers[:, None, :, :]  # (n, 1, k, 2)
         b = np.sum(oc * d[:, :, None, :], axis=-1)  # (n, 8, k)
-        c = np.sum(oc * oc, axis=-1) - radii[:, None, :] ** 2  # (n, 1, k)
+        c = np.sum(oc * oc, axis=-1) - (radii[:, None, :] + CAST_RADIUS) ** 2  # (n, 1, k)
         disc = b * b - c
         hit = disc >= 0
         t_hit = -b - np.sqrt(np.where(hit, disc, 0.0))
@@ -94,11 +97,15 @@ def sample_free_points(rng: np.random.Generator, n: int, centers: np.ndarray, ra
     return out
 
 
-def steer_heuristic(to_goal: np.ndarray, rays: np.ndarray, vel: np.ndarray) -> np.ndarray:
-    """Scripted controller (the analogue of an Agent's Heuristic()): seek the goal, veer from near hits."""
+def steer_heuristic(to_goal: np.ndarray, rays: np.ndarray, vel: np.ndarray,
+                    near: float = 0.15, repulsion: float = 1.0) -> np.ndarray:
+    """Scripted controller (the analogue of an Agent's Heuristic()): seek the goal, veer from near hits.
+
+    near: ray reading under which a hit counts as close; repulsion: how hard to push away from it.
+    """
     desired = to_goal / np.maximum(np.linalg.norm(to_goal, axis=1, keepdims=True), 1e-6)
-    closeness = np.clip(0.15 - rays, 0.0, None) / 0.15  # (n, 8): 1 when touching
-    repulse = -(closeness[:, :, None] * RAY_DIRECTIONS[None]).sum(axis=1)
+    closeness = np.clip(near - rays, 0.0, None) / near  # (n, 8): 1 when touching
+    repulse = -repulsion * (closeness[:, :, None] * RAY_DIRECTIONS[None]).sum(axis=1)
     # Always pass what blocks the way on the same side, so the agent never dithers head-on.
     tangent = np.stack([-desired[:, 1], desired[:, 0]], axis=1)
     ahead = np.clip((RAY_DIRECTIONS[None] @ desired[:, :, None])[..., 0], 0.0, None)

@@ -78,4 +78,4 @@ class NavWorld(World):
     @staticmethod
     def heuristic(obs: list[np.ndarray]) -> np.ndarray:
         rays, vel, to_target = obs
-        return arena.steer_heuristic(to_target * 2, rays, vel)
+        return arena.steer_heuristic(to_target * 2, rays, vel, near=0.15, repulsion=0.5)

@@ -83,4 +83,4 @@ class PatrolWorld(World):
     @staticmethod
     def heuristic(obs: list[np.ndarray]) -> np.ndarray:
         rays, vel, to_wp, _ = obs
-        return arena.steer_heuristic(to_wp * 2, rays, vel)
+        return arena.steer_heuristic(to_wp * 2, rays, vel, near=0.06, repulsion=1.0)

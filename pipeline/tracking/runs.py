@@ -54,8 +54,12 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
 
 
 def log_params(params: Mapping[str, Any]) -> None:
+    """Log the flattened config. `mlflow run` has already logged its -P values (often "" = "use the
+    config's value") under the same names and MLflow forbids changing a param, so where they differ
+    the resolved value goes to `resolved.<key>`."""
     client, run_id = mlflow.MlflowClient(), mlflow.active_run().info.run_id
-    items = [Param(k, str(v)) for k, v in flatten(params).items()]
+    given = client.get_run(run_id).data.params
+    items = [Param(k if given.get(k, v) == v else f"resolved.{k}", v) for k, v in flatten(params).items()]
     for i in range(0, len(items), 100):  # MLflow's per-request limit
         client.log_batch(run_id, params=items[i:i + 100])
 
