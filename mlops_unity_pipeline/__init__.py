@@ -6,5 +6,7 @@ from mlops_unity_pipeline.jobs import (
     UnityAssetSpec,
     UnityMLOpsOrchestrator,
 )
+from mlops_unity_pipeline.scheduling import TrainingSchedule, TrainingScheduler
 
-__all__ = ["RLTrainingConfig", "TrainingJob", "TrainingJobResult", "UnityAssetSpec", "UnityMLOpsOrchestrator"]
+__all__ = ["RLTrainingConfig", "TrainingJob", "TrainingJobResult", "TrainingSchedule", "TrainingScheduler",
+           "UnityAssetSpec", "UnityMLOpsOrchestrator"]

@@ -1,0 +1,247 @@
+"""The scheduler's durable records: which fires were claimed, which jobs run, which runners are alive.
+
+One sqlite file, shared by every runner pointed at it. A fire is claimed by inserting its
+(schedule_id, scheduled_minute) row inside a `BEGIN IMMEDIATE` transaction, so across threads and
+processes exactly one claimer wins and the claim is on disk before anything is launched.
+
+A fire's jobs (one per asset) move pending -> started -> succeeded | failed | killed, or
+pending -> skipped. `started` is written *before* the child process is spawned: a job found `started`
+after a crash is never launched again (at most once); its outcome is recovered from MLflow instead.
+Concurrency is the number of `started` rows, not an in-memory guess.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS fires (
+    schedule_id      TEXT NOT NULL,
+    scheduled_minute TEXT NOT NULL,            -- local wall-clock minute in the schedule's zone
+    due_at           REAL NOT NULL,            -- unix time
+    claimed_at       REAL NOT NULL,
+    claimed_by       TEXT NOT NULL,            -- runner id
+    state            TEXT NOT NULL,            -- active | done | skipped
+    reason           TEXT,                     -- why skipped (misfire, overlap) or replaced
+    PRIMARY KEY (schedule_id, scheduled_minute)
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    schedule_id      TEXT NOT NULL,
+    scheduled_minute TEXT NOT NULL,
+    asset_id         TEXT NOT NULL,
+    position         INTEGER NOT NULL,         -- launch order within the fire
+    state            TEXT NOT NULL,            -- pending | started | succeeded | failed | killed | skipped
+    owner            TEXT,                     -- runner that started it
+    pid              INTEGER,
+    pid_start        TEXT,                     -- /proc start time, so a reused pid is not mistaken for ours
+    started_at       REAL,
+    finished_at      REAL,
+    cancel_reason    TEXT,                     -- set to ask the owner to cancel (overlap policy replace)
+    result           TEXT,                     -- JSON TrainingJobResult
+    PRIMARY KEY (schedule_id, scheduled_minute, asset_id),
+    FOREIGN KEY (schedule_id, scheduled_minute) REFERENCES fires (schedule_id, scheduled_minute)
+);
+CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state);
+CREATE TABLE IF NOT EXISTS watermarks (
+    schedule_id      TEXT PRIMARY KEY,
+    checked_through  REAL NOT NULL              -- every fire due at or before this was dealt with
+);
+CREATE TABLE IF NOT EXISTS runners (
+    runner_id        TEXT PRIMARY KEY,
+    host             TEXT NOT NULL,
+    pid              INTEGER NOT NULL,
+    started_at       REAL NOT NULL,
+    heartbeat_at     REAL NOT NULL,
+    stopped_at       REAL
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    delivery_id      TEXT PRIMARY KEY,          -- the same on every retry, so receivers can de-duplicate
+    event            TEXT NOT NULL,
+    body             BLOB NOT NULL,             -- the exact bytes signed and sent
+    created_at       REAL NOT NULL,
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at  REAL NOT NULL,
+    lease_until      REAL,
+    delivered_at     REAL,
+    gave_up_at       REAL,
+    last_error       TEXT
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (delivered_at, gave_up_at, next_attempt_at);
+"""
+
+TERMINAL = ("succeeded", "failed", "killed", "skipped")
+
+
+@dataclass
+class JobRecord:
+    schedule_id: str
+    scheduled_minute: str
+    asset_id: str
+    position: int
+    state: str
+    owner: Optional[str]
+    pid: Optional[int]
+    pid_start: Optional[str]
+    started_at: Optional[float]
+    finished_at: Optional[float]
+    cancel_reason: Optional[str]
+    result: Optional[str]
+    due_at: float = 0.0
+    claimed_by: str = ""
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return self.schedule_id, self.scheduled_minute, self.asset_id
+
+    def result_dict(self) -> dict[str, Any]:
+        return json.loads(self.result) if self.result else {}
+
+
+@dataclass
+class RunnerRecord:
+    runner_id: str
+    host: str
+    pid: int
+    started_at: float
+    heartbeat_at: float
+    stopped_at: Optional[float]
+
+
+class ClaimStore:
+    """All reads and writes of the scheduler's sqlite file. One instance per runner (per connection)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, taking the write lock up front so
+        # two runners' read-check-write sequences never interleave.
+        self.db = sqlite3.connect(str(self.path), timeout=60, isolation_level=None)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")  # a claim survives power loss once committed
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        else:
+            self.db.execute("COMMIT")
+
+    # -- fires ---------------------------------------------------------------------------------
+    def claim_fire(self, schedule_id: str, minute: str, due_at: float, assets: list[str], runner_id: str,
+                   now: float, skipped_reason: Optional[str] = None) -> bool:
+        """Record the fire; False if it was already claimed. Call inside `transaction()`."""
+        cur = self.db.execute(
+            "INSERT OR IGNORE INTO fires VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (schedule_id, minute, due_at, now, runner_id, "skipped" if skipped_reason else "active", skipped_reason))
+        if cur.rowcount != 1:
+            return False
+        self.db.executemany(
+            "INSERT INTO jobs (schedule_id, scheduled_minute, asset_id, position, state, finished_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [(schedule_id, minute, a, i, "skipped" if skipped_reason else "pending", now if skipped_reason else None)
+             for i, a in enumerate(assets)])
+        return True
+
+    def fire(self, schedule_id: str, minute: str) -> Optional[sqlite3.Row]:
+        return self.db.execute("SELECT * FROM fires WHERE schedule_id=? AND scheduled_minute=?",
+                               (schedule_id, minute)).fetchone()
+
+    def active_fires(self, schedule_id: str) -> list[str]:
+        return [r[0] for r in self.db.execute(
+            "SELECT scheduled_minute FROM fires WHERE schedule_id=? AND state='active' ORDER BY due_at",
+            (schedule_id,))]
+
+    def fires(self, schedule_id: Optional[str] = None) -> list[sqlite3.Row]:
+        sql, args = "SELECT * FROM fires", ()
+        if schedule_id:
+            sql, args = sql + " WHERE schedule_id=?", (schedule_id,)
+        return self.db.execute(sql + " ORDER BY due_at, schedule_id", args).fetchall()
+
+    def _close_fire_if_done(self, schedule_id: str, minute: str) -> bool:
+        left = self.db.execute("SELECT COUNT(*) FROM jobs WHERE schedule_id=? AND scheduled_minute=? AND state "
+                               "NOT IN ('succeeded','failed','killed','skipped')", (schedule_id, minute)).fetchone()[0]
+        if left:
+            return False
+        cur = self.db.execute("UPDATE fires SET state='done' WHERE schedule_id=? AND scheduled_minute=? "
+                              "AND state='active'", (schedule_id, minute))
+        return cur.rowcount == 1
+
+    # -- jobs ----------------------------------------------------------------------------------
+    _JOB_SELECT = ("SELECT j.*, f.due_at AS due_at, f.claimed_by AS claimed_by FROM jobs j "
+                   "JOIN fires f USING (schedule_id, scheduled_minute)")
+
+    def jobs(self, where: str = "1", args: tuple = ()) -> list[JobRecord]:
+        rows = self.db.execute(f"{self._JOB_SELECT} WHERE {where} ORDER BY f.due_at, j.schedule_id, j.position",
+                               args).fetchall()
+        return [JobRecord(**dict(r)) for r in rows]
+
+    def job(self, key: tuple[str, str, str]) -> JobRecord:
+        return self.jobs("j.schedule_id=? AND j.scheduled_minute=? AND j.asset_id=?", key)[0]
+
+    def running_count(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM jobs WHERE state='started'").fetchone()[0]
+
+    def start_job(self, key: tuple[str, str, str], runner_id: str, now: float) -> bool:
+        """pending -> started, written before the launch. False if someone else started or skipped it."""
+        cur = self.db.execute("UPDATE jobs SET state='started', owner=?, started_at=? WHERE schedule_id=? AND "
+                              "scheduled_minute=? AND asset_id=? AND state='pending'", (runner_id, now, *key))
+        return cur.rowcount == 1
+
+    def set_pid(self, key: tuple[str, str, str], pid: int, pid_start: Optional[str]) -> None:
+        self.db.execute("UPDATE jobs SET pid=?, pid_start=? WHERE schedule_id=? AND scheduled_minute=? "
+                        "AND asset_id=?", (pid, pid_start, *key))
+
+    def finish_job(self, key: tuple[str, str, str], state: str, result: Optional[dict], now: float) -> bool:
+        """Record a job's end (call inside `transaction()`); True if this closed its whole fire."""
+        assert state in TERMINAL, state
+        self.db.execute("UPDATE jobs SET state=?, result=?, finished_at=? WHERE schedule_id=? AND "
+                        "scheduled_minute=? AND asset_id=? AND state IN ('pending','started')",
+                        (state, json.dumps(result, default=str) if result is not None else None, now, *key))
+        return self._close_fire_if_done(key[0], key[1])
+
+    def request_cancel(self, schedule_id: str, minute: str, reason: str) -> None:
+        self.db.execute("UPDATE jobs SET cancel_reason=? WHERE schedule_id=? AND scheduled_minute=? "
+                        "AND state='started' AND cancel_reason IS NULL", (reason, schedule_id, minute))
+        self.db.execute("UPDATE fires SET reason=? WHERE schedule_id=? AND scheduled_minute=?",
+                        (reason, schedule_id, minute))
+
+    # -- watermarks ----------------------------------------------------------------------------
+    def watermark(self, schedule_id: str) -> Optional[float]:
+        row = self.db.execute("SELECT checked_through FROM watermarks WHERE schedule_id=?", (schedule_id,)).fetchone()
+        return row[0] if row else None
+
+    def set_watermark(self, schedule_id: str, t: float) -> None:
+        self.db.execute("INSERT INTO watermarks VALUES (?, ?) ON CONFLICT(schedule_id) DO UPDATE SET "
+                        "checked_through=MAX(checked_through, excluded.checked_through)", (schedule_id, t))
+
+    # -- runners -------------------------------------------------------------------------------
+    def register_runner(self, runner_id: str, now: float) -> None:
+        with self.transaction():
+            self.db.execute("INSERT INTO runners VALUES (?, ?, ?, ?, ?, NULL)",
+                            (runner_id, socket.gethostname(), os.getpid(), now, now))
+
+    def heartbeat(self, runner_id: str, now: float) -> None:
+        self.db.execute("UPDATE runners SET heartbeat_at=? WHERE runner_id=?", (now, runner_id))
+
+    def runner_stopped(self, runner_id: str, now: float) -> None:
+        self.db.execute("UPDATE runners SET stopped_at=? WHERE runner_id=?", (now, runner_id))
+
+    def runners(self, alive_only: bool = False) -> list[RunnerRecord]:
+        sql = "SELECT * FROM runners" + (" WHERE stopped_at IS NULL" if alive_only else "")
+        return [RunnerRecord(**dict(r)) for r in self.db.execute(sql)]

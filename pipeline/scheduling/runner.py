@@ -1,0 +1,446 @@
+"""The scheduling loop: claim due fires, apply overlap/misfire policies and the concurrency cap, launch jobs,
+record their outcomes, and stop gracefully.
+
+Everything it decides is written to the claims database first (see claims.py), so any number of runners
+on one file, restarted at any point, launch every fire at most once; policies then make that exactly once
+or an explicit skip with a webhook saying why.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+import threading
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable, Optional, Protocol
+
+from mlops_unity_pipeline.jobs import RLTrainingConfig, TrainingJob, TrainingJobResult, UnityAssetSpec
+from pipeline.scheduling import webhooks
+from pipeline.scheduling.claims import ClaimStore, JobRecord
+from pipeline.scheduling.cron import UTC, Fire
+from pipeline.scheduling.launcher import alive, fire_job
+from pipeline.scheduling.schedule import ON_TIME_SECONDS, Schedule
+
+ON_STOP = ("cancel", "finish")
+STATES = {"FINISHED": "succeeded", "KILLED": "killed"}  # anything else: failed
+MAX_LISTED = 50  # minutes listed in one misfire event; the count is always exact
+
+
+class Launcher(Protocol):
+    async def run(self, job: TrainingJob, schedule_id: str, minute: str,
+                  on_spawn: Callable[[int, Optional[str]], None], cancel: asyncio.Event) -> TrainingJobResult: ...
+
+    def recover(self, record: JobRecord, job: TrainingJob, why: str) -> Optional[TrainingJobResult]: ...
+
+
+@dataclass
+class RunnerSettings:
+    state_path: Path
+    max_concurrent_jobs: int = 4  # jobs (one asset of one fire) running at once, across all runners on the file
+    webhook_url: Optional[str] = None
+    webhook_secret: Optional[str] = None
+    webhook_timeout: float = 10.0
+    on_stop: str = "cancel"  # on SIGTERM/SIGINT: cancel running jobs (runs end KILLED) or let them finish
+    heartbeat_seconds: float = 10.0
+    lease_seconds: float = 60.0  # a runner silent this long is dead; its jobs are recovered
+    stop_flush_seconds: float = 10.0  # how long a stopping runner keeps trying to deliver webhooks
+
+    def __post_init__(self) -> None:
+        if int(self.max_concurrent_jobs) < 1:
+            raise ValueError(f"max_concurrent_jobs must be >= 1, got {self.max_concurrent_jobs}")
+        if self.on_stop not in ON_STOP:
+            raise ValueError(f"on_stop {self.on_stop!r} is not a choice; use 'cancel' or 'finish'")
+        if self.lease_seconds <= 2 * self.heartbeat_seconds:
+            raise ValueError("lease_seconds must be more than twice heartbeat_seconds")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds")
+
+
+def humanize(seconds: float) -> str:
+    s = int(max(0, seconds))
+    d, s = divmod(s, 86400)
+    h, s = divmod(s, 3600)
+    m, s = divmod(s, 60)
+    return (f"{d}d" if d else "") + (f"{h}h" if h or d else "") + f"{m}m{s:02d}s"
+
+
+def upcoming(schedules, now: datetime, count: int = 1) -> list[tuple[Schedule, Fire]]:
+    """The next `count` fires across enabled schedules, soonest first."""
+    out: list[tuple[Schedule, Fire]] = []
+    for s in schedules:
+        if s.enabled:
+            it = s.cron.fires_after(now)
+            out += [(s, next(it)) for _ in range(count)]
+    return sorted(out, key=lambda p: p[1].due_at)[:count]
+
+
+class Runner:
+    def __init__(self, schedules: list[Schedule], launcher: Launcher, settings: RunnerSettings,
+                 clock: Callable[[], datetime] = utcnow, log: Callable[[str], None] = print):
+        self.settings = settings
+        self.launcher = launcher
+        self.clock = clock
+        self.log = log
+        self.schedules: dict[str, Schedule] = {}
+        for s in schedules:
+            self.add(s)
+        self.store = ClaimStore(settings.state_path)
+        self.runner_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.delivery = webhooks.WebhookDelivery(self.store, settings.webhook_url, settings.webhook_secret,
+                                                 settings.webhook_timeout, clock=self.now, log=log)
+        self.tasks: dict[tuple[str, str, str], asyncio.Task] = {}
+        self.cancels: dict[tuple[str, str, str], asyncio.Event] = {}
+        self.stopping = asyncio.Event()
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._registered = False
+        self._crashed = False
+        self._last_heartbeat = 0.0
+
+    # -- setup ----------------------------------------------------------------------------------
+    def add(self, schedule: Schedule) -> None:
+        if schedule.schedule_id in self.schedules:
+            raise ValueError(f"schedule {schedule.schedule_id!r} was already added; schedule ids must be unique")
+        self.schedules[schedule.schedule_id] = schedule
+
+    def now(self) -> float:
+        return self.clock().timestamp()
+
+    def next_fires(self, count: int = 1) -> list[tuple[Schedule, Fire]]:
+        return upcoming(self.schedules.values(), self.clock(), count)
+
+    def print_next(self) -> None:
+        nxt = self.next_fires(1)
+        if not nxt:
+            self.log("next: nothing (no enabled schedules)")
+            return
+        s, f = nxt[0]
+        self.log(f"next: {s.schedule_id} at {f.scheduled_minute} {s.cron.zone_name} "
+                 f"(in {humanize(f.due_at.timestamp() - self.now())}): " + s.describe().split("; trains ", 1)[1])
+
+    def _event(self, event: str, payload: dict[str, Any], now: float) -> None:
+        """Inside a transaction: the event is queued only if the state change commits."""
+        if self.settings.webhook_url:
+            webhooks.enqueue(self.store, event, {"runner_id": self.runner_id, **payload}, now)
+
+    def _fire_payload(self, s: Schedule | None, schedule_id: str, minute: str, due_at: float) -> dict[str, Any]:
+        return {"schedule_id": schedule_id, "scheduled_minute": minute,
+                "time_zone": s.cron.zone_name if s else None, "due_at": iso(due_at)}
+
+    # -- one pass -------------------------------------------------------------------------------
+    async def tick(self) -> None:
+        """Everything a runner does at one moment; run_forever calls it at every due time and heartbeat."""
+        now = self.now()
+        if not self._registered:
+            self._register(now)
+        with self.store.transaction():
+            self.store.heartbeat(self.runner_id, now)
+        self._last_heartbeat = now
+        self._recover(now)
+        if not self.stopping.is_set():
+            for s in self.schedules.values():
+                if s.enabled:
+                    self._claim_due(s, now)
+        self._apply_cancel_requests()
+        if not self.stopping.is_set():
+            self._start_pending(now)
+        self.delivery.wake.set()
+
+    def _register(self, now: float) -> None:
+        self.store.register_runner(self.runner_id, now)
+        self._registered = True
+        others = [r for r in self.store.runners(alive_only=True)
+                  if r.runner_id != self.runner_id and not self._is_dead(r, now)]
+        for r in others:
+            self.log(f"warning: another runner is active on {self.settings.state_path}: {r.runner_id} "
+                     f"(heartbeat {iso(r.heartbeat_at)}); fires are still claimed once, by whichever is first")
+
+    def _is_dead(self, r, now: float) -> bool:
+        if r.stopped_at is not None:
+            return True
+        if r.host == socket.gethostname() and r.pid != os.getpid() and not alive(r.pid, None):
+            return True
+        return now - r.heartbeat_at > self.settings.lease_seconds
+
+    # -- claiming -------------------------------------------------------------------------------
+    def _claim_due(self, s: Schedule, now: float) -> None:
+        claimed_any = False
+        with self.store.transaction():
+            mark = self.store.watermark(s.schedule_id)
+            if mark is None:  # first sight of this schedule: the minute just gone still counts as on time
+                mark = now - ON_TIME_SECONDS
+            fires = s.cron.fires_between(datetime.fromtimestamp(mark, UTC), datetime.fromtimestamp(now, UTC))
+            on_time = [f for f in fires if now - f.due_at.timestamp() <= ON_TIME_SECONDS]
+            missed = [f for f in fires if now - f.due_at.timestamp() > ON_TIME_SECONDS]
+            run = on_time
+            if missed and not on_time and s.misfire == "run_once" \
+                    and now - missed[-1].due_at.timestamp() <= s.misfire_grace_seconds:
+                run, missed = [missed[-1]], missed[:-1]
+            skipped = [f for f in missed if self.store.claim_fire(s.schedule_id, f.scheduled_minute,
+                                                                  f.due_at.timestamp(), s.asset_ids, self.runner_id,
+                                                                  now, skipped_reason="misfire")]
+            if skipped:
+                self._event("fire.skipped", {
+                    **self._fire_payload(s, s.schedule_id, skipped[-1].scheduled_minute, skipped[-1].due_at.timestamp()),
+                    "reason": "misfire", "assets": s.asset_ids, "missed": len(skipped),
+                    "scheduled_minutes": [f.scheduled_minute for f in skipped][-MAX_LISTED:],
+                    "detail": f"{len(skipped)} fire(s) were due while no runner was up; misfire policy "
+                              f"{s.misfire!r}"}, now)
+                self.log(f"{s.schedule_id}: skipped {len(skipped)} missed fire(s) "
+                         f"({skipped[0].scheduled_minute} .. {skipped[-1].scheduled_minute}): misfire policy {s.misfire}")
+            for f in run:
+                claimed_any |= self._claim_one(s, f, now)
+            self.store.set_watermark(s.schedule_id, now)
+        if claimed_any:
+            self.print_next()
+
+    def _claim_one(self, s: Schedule, f: Fire, now: float) -> bool:
+        minute, due = f.scheduled_minute, f.due_at.timestamp()
+        payload = {**self._fire_payload(s, s.schedule_id, minute, due), "assets": s.asset_ids}
+        existing = self.store.fire(s.schedule_id, minute)
+        if existing is not None:
+            self._event("fire.skipped", {**payload, "reason": "duplicate",
+                                         "detail": f"already claimed by {existing['claimed_by']} at "
+                                                   f"{iso(existing['claimed_at'])}"}, now)
+            self.log(f"{s.schedule_id} {minute}: duplicate, already claimed by {existing['claimed_by']}")
+            return False
+        active = self.store.active_fires(s.schedule_id)
+        if active and s.overlap == "forbid":
+            self.store.claim_fire(s.schedule_id, minute, due, s.asset_ids, self.runner_id, now, skipped_reason="overlap")
+            self._event("fire.skipped", {**payload, "reason": "overlap", "running_fires": active,
+                                         "detail": f"overlap policy forbid: {', '.join(active)} still running"}, now)
+            self.log(f"{s.schedule_id} {minute}: skipped, {', '.join(active)} still running (overlap=forbid)")
+            return True
+        self.store.claim_fire(s.schedule_id, minute, due, s.asset_ids, self.runner_id, now)
+        self.log(f"{s.schedule_id} {minute}: claimed ({len(s.asset_ids)} job(s))")
+        if active and s.overlap == "replace":
+            for old in active:
+                self._replace(s, old, minute, now)
+        return True
+
+    def _replace(self, s: Schedule, old: str, new: str, now: float) -> None:
+        reason = f"replaced by the {new} fire (overlap policy replace)"
+        self.store.request_cancel(s.schedule_id, old, reason)
+        for job in self.store.jobs("j.schedule_id=? AND j.scheduled_minute=? AND j.state='pending'", (s.schedule_id, old)):
+            self.store.finish_job(job.key, "skipped", None, now)
+            self._event("fire.skipped", {**self._fire_payload(s, s.schedule_id, old, job.due_at),
+                                         "reason": "overlap", "asset_id": job.asset_id, "detail": reason}, now)
+        self.log(f"{s.schedule_id} {old}: cancelling, {reason}")
+
+    # -- launching ------------------------------------------------------------------------------
+    def _start_pending(self, now: float) -> None:
+        for job in self.store.jobs("j.state='pending'"):
+            s = self.schedules.get(job.schedule_id)
+            if s is None:
+                continue  # another runner's schedule
+            template = next((j for j in s.jobs if j.asset_spec.asset_id == job.asset_id), None)
+            if template is None:
+                continue
+            with self.store.transaction():
+                if self.store.running_count() >= self.settings.max_concurrent_jobs:
+                    return
+                if not self.store.start_job(job.key, self.runner_id, now):
+                    continue
+                self._event("fire.started", {**self._fire_payload(s, s.schedule_id, job.scheduled_minute, job.due_at),
+                                             "asset_id": job.asset_id, "job_id": self._job(s, job, template).job_id,
+                                             "algorithm": template.rl_config.algorithm,
+                                             "mode": template.rl_config.training_mode,
+                                             "max_steps": template.rl_config.max_steps}, now)
+            self.log(f"{s.schedule_id} {job.scheduled_minute}: starting {job.asset_id} "
+                     f"(late {humanize(now - job.due_at)})")
+            self._launch(s, job, template)
+
+    def _job(self, s: Schedule, job: JobRecord, template: TrainingJob) -> TrainingJob:
+        return fire_job(template, s.schedule_id, job.scheduled_minute, s.cron.zone_name)
+
+    def _launch(self, s: Schedule, job: JobRecord, template: TrainingJob) -> None:
+        cancel = asyncio.Event()
+        self.cancels[job.key] = cancel
+        self.tasks[job.key] = asyncio.get_running_loop().create_task(self._run_job(s, job, template, cancel))
+
+    async def _run_job(self, s: Schedule, job: JobRecord, template: TrainingJob, cancel: asyncio.Event) -> None:
+        concrete = self._job(s, job, template)
+        try:
+            result = await self.launcher.run(concrete, s.schedule_id, job.scheduled_minute,
+                                             lambda pid, start: self._set_pid(job.key, pid, start), cancel)
+        except asyncio.CancelledError:
+            if self._crashed:
+                return  # simulated kill -9: nothing more gets written
+            raise
+        except Exception as exc:  # a launch problem fails this job, never the runner
+            result = TrainingJobResult(concrete.job_id, "FAILED", job.asset_id, error=f"launch failed: {exc}")
+        finally:
+            self.tasks.pop(job.key, None)
+            self.cancels.pop(job.key, None)
+        if not self._crashed:
+            self._finish(s, job, result, why=None)
+
+    def _set_pid(self, key, pid: int, start: Optional[str]) -> None:
+        with self.store.transaction():
+            self.store.set_pid(key, pid, start)
+
+    def _finish(self, s: Optional[Schedule], job: JobRecord, result: TrainingJobResult, why: Optional[str]) -> None:
+        now = self.now()
+        state = STATES.get(result.status, "failed")
+        current = self.store.job(job.key)
+        cancel_reason = current.cancel_reason
+        with self.store.transaction():
+            self.store.finish_job(job.key, state, asdict(result), now)
+            payload = {**self._fire_payload(s, job.schedule_id, job.scheduled_minute, job.due_at),
+                       "asset_id": job.asset_id, "status": result.status, "job_id": result.job_id,
+                       "run_id": result.run_id, "run_ids": result.run_ids, "onnx_uri": result.onnx_uri,
+                       "training_metrics": result.training_metrics, "eval_metrics": result.eval_metrics,
+                       "registry": result.registry, "error": result.error,
+                       "started_at": iso(current.started_at) if current.started_at else None, "finished_at": iso(now)}
+            reason = why or cancel_reason or (result.error if state != "succeeded" else None)
+            if reason:
+                payload["reason"] = reason
+            self._event("fire.succeeded" if state == "succeeded" else "fire.failed", payload, now)
+        self.log(f"{job.schedule_id} {job.scheduled_minute}: {job.asset_id} {result.status}"
+                 + (f" run {result.run_id}" if result.run_id else "") + (f" ({reason})" if reason else ""))
+        self.delivery.wake.set()
+
+    def _apply_cancel_requests(self) -> None:
+        for job in self.store.jobs("j.state='started' AND j.owner=? AND j.cancel_reason IS NOT NULL",
+                                   (self.runner_id,)):
+            ev = self.cancels.get(job.key)
+            if ev is not None and not ev.is_set():
+                ev.set()
+
+    # -- recovery -------------------------------------------------------------------------------
+    def _recover(self, now: float) -> None:
+        dead = {r.runner_id for r in self.store.runners() if r.runner_id != self.runner_id and self._is_dead(r, now)}
+        if not dead:
+            return
+        marks = ",".join("?" * len(dead))
+        for job in self.store.jobs(f"j.state='started' AND j.owner IN ({marks})", tuple(dead)):
+            s = self.schedules.get(job.schedule_id)
+            template = next((j for j in s.jobs if j.asset_spec.asset_id == job.asset_id), None) if s else None
+            concrete = (self._job(s, job, template) if s and template else
+                        TrainingJob(f"{job.schedule_id}-{job.asset_id}", UnityAssetSpec(job.asset_id, job.asset_id),
+                                    RLTrainingConfig()))
+            why = f"runner {job.owner} stopped while this job ran"
+            result = self.launcher.recover(job, concrete, why)
+            if result is None:
+                continue  # its process is still finishing; look again next tick
+            if result.status == "FINISHED":
+                why = None
+            self._finish(s, job, result, why)
+        # Fires a dead runner claimed but never launched: launch now if still on time (per misfire policy).
+        for job in self.store.jobs(f"j.state='pending' AND f.claimed_by IN ({marks})", tuple(dead)):
+            s = self.schedules.get(job.schedule_id)
+            if s is None:
+                continue
+            late = now - job.due_at
+            if late <= ON_TIME_SECONDS or (s.misfire == "run_once" and late <= s.misfire_grace_seconds):
+                continue
+            with self.store.transaction():
+                if self.store.job(job.key).state != "pending":
+                    continue
+                self.store.finish_job(job.key, "skipped", None, now)
+                self._event("fire.skipped", {**self._fire_payload(s, s.schedule_id, job.scheduled_minute, job.due_at),
+                                             "reason": "misfire", "asset_id": job.asset_id, "missed": 1,
+                                             "detail": f"claimed by {job.claimed_by}, which stopped before launching "
+                                                       f"it; {humanize(late)} late (misfire policy {s.misfire!r})"},
+                            now)
+            self.log(f"{s.schedule_id} {job.scheduled_minute}: {job.asset_id} skipped, its runner stopped before "
+                     f"launching it and it is {humanize(late)} late")
+
+    # -- running forever --------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Stop launching; running jobs are cancelled or finish per settings.on_stop. Thread-safe."""
+        loop = self._loop
+        if loop is not None and threading.current_thread() is not threading.main_thread() and loop.is_running():
+            loop.call_soon_threadsafe(self.stopping.set)
+        else:
+            self.stopping.set()
+
+    def _on_signal(self, signame: str) -> None:
+        if self.stopping.is_set() and self.settings.on_stop == "finish":
+            self.log(f"{signame} again: cancelling running jobs")
+            self._cancel_all("runner stopping (second signal)")
+            return
+        self.log(f"{signame}: no new launches; " + ("cancelling" if self.settings.on_stop == "cancel" else
+                                                   "waiting for") + f" {len(self.tasks)} running job(s)")
+        self.stop()
+
+    def _cancel_all(self, reason: str) -> None:
+        with self.store.transaction():
+            for key in list(self.cancels):
+                self.store.db.execute("UPDATE jobs SET cancel_reason=COALESCE(cancel_reason, ?) WHERE schedule_id=? "
+                                      "AND scheduled_minute=? AND asset_id=?", (reason, *key))
+        for ev in self.cancels.values():
+            ev.set()
+
+    def _seconds_to_next(self) -> float:
+        nxt = self.next_fires(1)
+        wait = self.settings.heartbeat_seconds
+        if nxt:
+            wait = min(wait, nxt[0][1].due_at.timestamp() - self.now())
+        return max(0.05, wait)
+
+    async def run_forever(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        handled = []
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._loop.add_signal_handler(sig, self._on_signal, sig.name)
+                handled.append(sig)
+        delivery_stop = asyncio.Event()
+        delivery = self._loop.create_task(self.delivery.run(delivery_stop))
+        self.log(f"runner {self.runner_id}: {len(self.schedules)} schedule(s), state {self.settings.state_path}, "
+                 f"max {self.settings.max_concurrent_jobs} concurrent job(s), on stop: {self.settings.on_stop}, "
+                 f"webhook: {self.settings.webhook_url or 'none'}")
+        for s in self.schedules.values():
+            self.log(("  " if s.enabled else "  (disabled) ") + s.describe())
+        self.print_next()
+        try:
+            while not self.stopping.is_set():
+                await self.tick()
+                try:
+                    await asyncio.wait_for(self.stopping.wait(), timeout=self._seconds_to_next())
+                except asyncio.TimeoutError:
+                    pass
+            await self._shutdown()
+        finally:
+            delivery_stop.set()
+            self.delivery.wake.set()
+            try:
+                await asyncio.wait_for(self.delivery.deliver_due(), timeout=self.settings.stop_flush_seconds)
+            except (asyncio.TimeoutError, Exception):
+                pass
+            delivery.cancel()
+            await asyncio.gather(delivery, return_exceptions=True)
+            left = self.delivery.pending() if self.settings.webhook_url else 0
+            with self.store.transaction():
+                self.store.runner_stopped(self.runner_id, self.now())
+            for sig in handled:
+                self._loop.remove_signal_handler(sig)
+            self.log(f"runner {self.runner_id} stopped" + (f"; {left} webhook event(s) kept for the next start"
+                                                           if left else ""))
+
+    async def _shutdown(self) -> None:
+        if self.settings.on_stop == "cancel" and self.tasks:
+            self._cancel_all("runner stopping (on_stop=cancel)")
+        while self.tasks:
+            await asyncio.wait(list(self.tasks.values()), timeout=self.settings.heartbeat_seconds)
+            with self.store.transaction():  # still alive: nobody may take these jobs over
+                self.store.heartbeat(self.runner_id, self.now())
+
+    def crash(self) -> None:
+        """Testing aid: behave like kill -9 from here on (no more writes, tasks abandoned)."""
+        self._crashed = True
+        for task in self.tasks.values():
+            task.cancel()
+        self.tasks.clear()
+        self.store.close()

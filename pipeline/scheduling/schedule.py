@@ -1,0 +1,65 @@
+"""A validated schedule: when it fires, what each fire trains, and its overlap and misfire policies."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from mlops_unity_pipeline.jobs import TrainingJob
+from pipeline.scheduling.cron import CronSchedule
+
+# As Kubernetes CronJob's concurrencyPolicy names them.
+OVERLAP_POLICIES = ("allow", "forbid", "replace")
+# What happens to fires missed while no runner was up (or the machine was asleep):
+#   skip      every missed fire is skipped (one fire.skipped event says which)
+#   run_once  the newest missed fire runs once if it is at most misfire_grace_seconds late; the rest are skipped
+MISFIRE_POLICIES = ("skip", "run_once")
+# A fire launched within this many seconds of its due time is on time, not a misfire.
+ON_TIME_SECONDS = 60.0
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class ScheduleError(ValueError):
+    """A schedule the runner refuses at load; the message names the field and the fix."""
+
+
+@dataclass
+class Schedule:
+    schedule_id: str
+    cron: CronSchedule
+    jobs: list[TrainingJob]  # one per asset: the template every fire launches
+    overlap: str = "forbid"
+    misfire: str = "skip"
+    misfire_grace_seconds: float = 3600.0
+    enabled: bool = True
+    extra: dict = field(default_factory=dict)  # shown in `--list` (algorithm, mode, ...)
+
+    def __post_init__(self) -> None:
+        if not _ID.match(self.schedule_id or ""):
+            raise ScheduleError(f"schedule_id {self.schedule_id!r} must be 1-64 letters, digits, '_', '.' or '-', "
+                                "starting with a letter or digit (it names MLflow tags and webhook events)")
+        if self.overlap not in OVERLAP_POLICIES:
+            raise ScheduleError(f"{self.schedule_id}: overlap {self.overlap!r} is not a policy; "
+                                f"choose one of {', '.join(OVERLAP_POLICIES)}")
+        if self.misfire not in MISFIRE_POLICIES:
+            raise ScheduleError(f"{self.schedule_id}: misfire.policy {self.misfire!r} is not a policy; "
+                                f"choose one of {', '.join(MISFIRE_POLICIES)}")
+        if not self.misfire_grace_seconds >= 0:
+            raise ScheduleError(f"{self.schedule_id}: misfire.grace_seconds must be >= 0, got "
+                                f"{self.misfire_grace_seconds}")
+        if not self.jobs:
+            raise ScheduleError(f"{self.schedule_id}: a schedule needs at least one asset")
+        ids = [j.asset_spec.asset_id for j in self.jobs]
+        dupes = sorted({a for a in ids if ids.count(a) > 1})
+        if dupes:
+            raise ScheduleError(f"{self.schedule_id}: asset ids must be unique within a schedule; "
+                                f"{', '.join(dupes)} appears more than once")
+
+    @property
+    def asset_ids(self) -> list[str]:
+        return [j.asset_spec.asset_id for j in self.jobs]
+
+    def describe(self) -> str:
+        what = ", ".join(f"{j.asset_spec.asset_id} ({j.rl_config.algorithm.lower()}, {j.rl_config.training_mode}, "
+                         f"{j.rl_config.max_steps:,} steps)" for j in self.jobs)
+        return (f"{self.schedule_id}: '{self.cron.expression}' {self.cron.zone_name}; overlap={self.overlap}, "
+                f"misfire={self.misfire}; trains {what}")

@@ -1,0 +1,109 @@
+"""Schedules from Hydra config: `conf/schedule/<name>.yaml`, typed by `ScheduleConfig`.
+
+Every asset of a schedule is composed into a full pipeline plan at load, so a typo in an override is
+refused when the runner starts, not at 02:00 the next night.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
+from omegaconf import MISSING, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from mlops_unity_pipeline.jobs import RLTrainingConfig, TrainingJob, UnityAssetSpec
+from pipeline.config.compose import CONF_DIR, compose_plan, describe
+from pipeline.config.errors import ConfigError
+from pipeline.scheduling.cron import CronError, CronSchedule
+from pipeline.scheduling.schedule import Schedule, ScheduleError
+
+SCHEDULE_DIR = CONF_DIR / "schedule"
+
+
+@dataclass
+class MisfireConfig:
+    policy: str = "skip"  # skip | run_once
+    grace_seconds: float = 3600.0  # run_once: how late the newest missed fire may be and still run
+
+
+@dataclass
+class ScheduleConfig:
+    schedule_id: Optional[str] = None  # default: the file name
+    cron: str = MISSING  # five fields, e.g. "0 2 * * *"
+    time_zone: str = "UTC"  # IANA name; cron fields are wall-clock time there
+    enabled: bool = True
+    assets: List[str] = field(default_factory=lambda: ["nav"])  # conf/asset groups, one run each
+    algorithm: str = "ppo"  # conf/algorithm group
+    mode: str = "online"  # conf/mode group
+    max_steps: Optional[int] = None  # null: the algorithm's own
+    seed: int = 0
+    overrides: List[str] = field(default_factory=list)  # further pipeline Hydra overrides
+    overlap: str = "forbid"  # allow | forbid | replace
+    misfire: MisfireConfig = field(default_factory=MisfireConfig)
+
+
+def schedule_names(directory: Path = SCHEDULE_DIR) -> list[str]:
+    return sorted(p.stem for p in Path(directory).glob("*.yaml"))
+
+
+def load_config(name: str, overrides: Sequence[str] = (), directory: Path = SCHEDULE_DIR) -> ScheduleConfig:
+    where = Path(directory) / f"{name}.yaml"
+    if not where.exists():
+        known = ", ".join(schedule_names(directory)) or "none"
+        raise ConfigError(f"schedule {name!r}: no {where}; available schedules: {known}")
+    try:
+        with initialize_config_dir(config_dir=str(Path(directory).resolve()), version_base="1.3"):
+            raw = compose(name, overrides=list(overrides))
+        cfg = OmegaConf.merge(OmegaConf.structured(ScheduleConfig), raw)
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise ConfigError(f"schedule {name!r} ({where}): {describe(exc)}") from None
+    out: ScheduleConfig = OmegaConf.to_object(cfg)
+    if out.schedule_id is None:
+        out.schedule_id = name
+    return out
+
+
+def job_for(cfg: ScheduleConfig, asset: str) -> TrainingJob:
+    base = [f"asset={asset}", f"algorithm={cfg.algorithm}", f"mode={cfg.mode}", f"seed={cfg.seed}"]
+    if cfg.max_steps is not None:
+        base.append(f"max_steps={cfg.max_steps}")
+    try:
+        plan = compose_plan(base + list(cfg.overrides))
+    except ConfigError as exc:
+        raise ConfigError(f"schedule {cfg.schedule_id!r}, asset {asset!r}: {exc}") from None
+    a = plan.cfg["asset"]
+    spec = UnityAssetSpec(asset_id=plan.asset_id, name=plan.behavior_name, asset_type=a["asset_type"],
+                          description=a["description"])
+    rl = RLTrainingConfig(algorithm=cfg.algorithm, max_steps=plan.max_steps, num_envs=plan.cfg["env"]["num_envs"],
+                          time_scale=plan.cfg["env"]["time_scale"], training_mode=cfg.mode, seed=cfg.seed,
+                          overrides=list(cfg.overrides))
+    return TrainingJob(job_id=f"{cfg.schedule_id}-{plan.asset_id}", asset_spec=spec, rl_config=rl)
+
+
+def build_schedule(cfg: ScheduleConfig) -> Schedule:
+    try:
+        cron = CronSchedule(cfg.cron, cfg.time_zone)
+    except CronError as exc:
+        raise ConfigError(f"schedule {cfg.schedule_id!r}: {exc}") from None
+    try:
+        return Schedule(schedule_id=cfg.schedule_id, cron=cron, jobs=[job_for(cfg, a) for a in cfg.assets],
+                        overlap=cfg.overlap, misfire=cfg.misfire.policy,
+                        misfire_grace_seconds=cfg.misfire.grace_seconds, enabled=cfg.enabled,
+                        extra={"algorithm": cfg.algorithm, "mode": cfg.mode})
+    except ScheduleError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def load_schedules(names: Sequence[str] = (), overrides: Sequence[str] = (),
+                   directory: Path = SCHEDULE_DIR) -> list[Schedule]:
+    """The named schedules (default: every file), validated; overrides apply to each of them."""
+    chosen = list(names) or schedule_names(directory)
+    schedules = [build_schedule(load_config(n, overrides, directory)) for n in chosen]
+    ids = [s.schedule_id for s in schedules]
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        raise ConfigError(f"schedule_id {', '.join(dupes)} is used by more than one file; ids must be unique")
+    return schedules
