@@ -55,7 +55,7 @@ def test_trainer_config_yaml_is_what_mlagents_learn_reads():
     (["asset.observation_space.raycast=16"], "asset.observation_space.raycast=16 but simulation 'nav' gives 8"),
     (["+asset.observation_space.lidar=3"], "asset.observation_space.lidar: simulation 'nav' has no sensor 'lidar'"),
     (["asset.asset_id=../../etc"], "asset.asset_id '../../etc' must be 1-64 letters, digits"),
-    (["env_path=/builds/Nav.x86_64"], "env_path=/builds/Nav.x86_64: training on a Unity player build is not available"),
+    (["env_path=/builds/Nav.x86_64"], "env_path=/builds/Nav.x86_64: no such file; give the path of a Unity player build"),
     (["evaluation.episodes=0"], "evaluation.episodes must be >= 1, got 0"),
 ])
 def test_bad_config_is_refused_with_the_key_named(overrides, message):

@@ -120,12 +120,22 @@ def _check_asset(asset: dict, env_path: Optional[str]) -> tuple[str, Optional[st
         raise ConfigError(f"asset.asset_id {asset['asset_id']!r} must be 1-64 letters, digits, '.', '_' or '-' "
                           "(it names result directories and registered models)")
     source = asset["source"]
-    if env_path or source["kind"] == "unity":
-        where = f"env_path={env_path}" if env_path else f"asset.source.build_path={source['build_path']}"
-        raise ConfigError(f"{where}: training on a Unity player build is not available in this version yet; "
-                          f"remove it to train on the built-in simulation of {asset['name']}")
-    if source["kind"] != "simulation":
+    if source["kind"] not in ("simulation", "unity"):
         raise ConfigError(f"asset.source.kind must be 'simulation' or 'unity', got {source['kind']!r}")
+    if env_path or source["kind"] == "unity":
+        from pipeline.unity.player import PlayerPathError, check_player
+
+        key, path = ("env_path", env_path) if env_path else ("asset.source.build_path", source.get("build_path"))
+        if not path:
+            raise ConfigError("asset.source.build_path must name the player build when asset.source.kind=unity "
+                              "(e.g. asset.source.build_path=builds/Nav.x86_64), or give env_path=<player>")
+        try:
+            check_player(path)
+        except PlayerPathError as exc:
+            raise ConfigError(f"{key}={path}: {exc}") from None
+        if not source.get("simulation"):
+            return asset["name"], None  # the build's own behavior is checked when the player connects
+        # A declared built-in simulation of the same asset still evaluates the policy trained on the build.
     name = source.get("simulation")
     if name not in SIMULATIONS:
         raise ConfigError(f"asset.source.simulation {name!r} is not a built-in simulation; "

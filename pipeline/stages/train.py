@@ -50,7 +50,13 @@ def train(plan: RunPlan, build_run_id: Optional[str] = None) -> TrainResult:
         runs.set_tags({"results_dir": str(results_root / run_id)})
 
         writers = [MLflowStatsWriter(run_id, plan.behavior_name), ProgressWriter(plan.max_steps)]
-        outcome = mlagents_trainer.train(plan, results_root, run_id, writers)
+        try:
+            outcome = mlagents_trainer.train(plan, results_root, run_id, writers)
+        except BaseException:
+            from pipeline.unity.player_logs import attach_player_logs
+
+            attach_player_logs(results_root / run_id / "run_logs")  # what the Unity player said before it failed
+            raise
 
         _log_outputs(plan, run_id, outcome)
         metrics = mlflow.MlflowClient().get_run(run_id).data.metrics

@@ -1,14 +1,23 @@
-"""Environment factories for ML-Agents' SubprocessEnvManager: `(worker_id, side_channels) -> BaseEnv`."""
+"""Environment factories for ML-Agents' SubprocessEnvManager: `(worker_id, side_channels) -> BaseEnv`.
+
+A run trains on a Unity player when one is configured (env_path, an asset whose source is a build, or the
+editor build's output), through `UnityEnvironment` exactly as `mlagents-learn --env` does; otherwise on
+the asset's built-in simulation, in process.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List
+from pathlib import Path
+from typing import Callable, List
 
+from mlagents_envs.base_env import BaseEnv
 from mlagents_envs.side_channel import SideChannel
 from mlagents_envs.side_channel.stats_side_channel import StatsSideChannel
 
 from pipeline.sim import simulation
 from pipeline.sim.unity_env import SimulatedUnityEnv
+
+EnvFactory = Callable[[int, List[SideChannel]], BaseEnv]
 
 
 @dataclass(frozen=True)
@@ -23,3 +32,28 @@ class SimulationEnvFactory:
         stats = next((c for c in side_channels if isinstance(c, StatsSideChannel)), None)
         return SimulatedUnityEnv(simulation(self.simulation), num_areas=self.num_areas,
                                  seed=self.seed + worker_id, stats_channel=stats)
+
+
+def for_plan(plan, log_folder: Path) -> EnvFactory:
+    """The factory for this run; `log_folder` (ML-Agents' run_logs) receives the player logs."""
+    from pipeline.unity.player import PlayerPathError, check_player, player_path
+
+    path = player_path(plan.cfg)
+    env = plan.cfg["env"]
+    if path is None:
+        return SimulationEnvFactory(plan.simulation, env["num_areas"], plan.seed)
+    from pipeline.config.errors import ConfigError
+    from pipeline.unity.environment import Expectation, PlayerEnvFactory
+
+    try:
+        player = check_player(path)
+    except PlayerPathError as exc:  # e.g. the editor build's output before `-e build` has run
+        raise ConfigError(f"Unity player {path}: {exc}; run the build stage first if it comes from "
+                          "build.unity_project (mlflow run . -e build)") from None
+    asset = plan.cfg["asset"]
+    declared = asset.get("observation_space") or {}
+    expect = Expectation(plan.behavior_name, asset["action_space"]["size"],
+                         sum(declared.values()) if declared else None)
+    return PlayerEnvFactory(str(player), expect, plan.seed, env["num_areas"], env["no_graphics"],
+                            env["timeout_wait"], env["base_port"], tuple(env["env_args"]),
+                            str(Path(log_folder).absolute()))

@@ -29,7 +29,7 @@ from mlagents.trainers.training_status import GlobalTrainingStatus, StatusType
 from mlagents_envs.timers import reset_timers
 
 from pipeline.config.plan import RunPlan
-from pipeline.training.env_factory import SimulationEnvFactory
+from pipeline.training import env_factory
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ def train(plan: RunPlan, results_dir: Path, run_id: str, writers: Sequence[Stats
     _reset_mlagents_globals()
     torch_utils.set_torch_config(options.torch_settings)
 
-    factory = SimulationEnvFactory(plan.simulation, plan.cfg["env"]["num_areas"], plan.seed)
+    factory = env_factory.for_plan(plan, log_folder=run_logs)  # a Unity player writes Player-<i>.log there
     env_manager = SubprocessEnvManager(factory, options, plan.cfg["env"]["num_envs"])
     param_manager = EnvironmentParameterManager(options.environment_parameters, plan.seed, restore=False)
     trainer_factory = TrainerFactory(
