@@ -62,6 +62,12 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parser().parse_args(argv)
+    if args.stage == "main":
+        from pipeline.sweeps import handoff
+
+        if handoff.wants_sweep(args.overrides):  # `-P overrides="asset=nav,patrol"`: a Hydra multirun
+            handoff.run_multirun(overrides_from(argparse.Namespace(**{**vars(args), "overrides": ""})), args.overrides)
+            return
     with reported():
         from pipeline.config.compose import compose_plan
 

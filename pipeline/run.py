@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 import pipeline.config.schema  # noqa: F401  (registers the schema in Hydra's ConfigStore)
@@ -12,8 +14,12 @@ from pipeline.stages.pipeline import run_pipeline
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float:
-    with reported():
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        # One sweep job: its error fails this job (its child run FAILED), the sweep goes on (pipeline/sweeps).
         result = run_pipeline(build_plan(cfg))
+    else:
+        with reported():
+            result = run_pipeline(build_plan(cfg))
     # Sweepers (Optuna) maximise what the task returns: the evaluated success rate.
     return result.evaluate.metrics["eval/success_rate"] if result.evaluate else float("nan")
 

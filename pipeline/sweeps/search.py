@@ -1,0 +1,117 @@
+"""End of an Optuna search: run the default config beside it, and save the best trial as a conf/algorithm file.
+
+The trials are the sweep's child runs (the callback makes them); Optuna maximised what the Hydra app
+returns, the evaluated success rate. Whether the best trial beat the default is said with the
+evaluation's 95% intervals, not only the point estimates.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import mlflow
+import yaml
+from mlflow.entities import RunTag
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline.sweeps import jobs
+from pipeline.tracking.store import REPO_ROOT
+
+
+def fixed_overrides(config: DictConfig) -> list[str]:
+    return [o.input_line for o in jobs.parse(list(config.hydra.overrides.task)) if not o.is_sweep_override()]
+
+
+def run_baseline(config: DictConfig, parent: str, experiment_id: str) -> Optional[str]:
+    """The default config with the search's fixed overrides, as one more child run of the search."""
+    from hydra import compose
+
+    from pipeline.config.plan import build_plan
+    from pipeline.stages.pipeline import run_pipeline
+
+    overrides = fixed_overrides(config)
+    client = mlflow.MlflowClient()
+    child = client.create_run(experiment_id, run_name="baseline: default config", tags={
+        "mlflow.parentRunId": parent, "pipeline.sweep_run_id": parent, "sweep.job": "baseline",
+        "sweep.role": "baseline", "sweep.overrides": " ".join(overrides), "sweep.config": "default (baseline)"}).info.run_id
+    print(f"search: training the default config as the baseline (run {child})", flush=True)
+    os.environ["MLFLOW_RUN_ID"] = child
+    try:
+        run_pipeline(build_plan(compose(config_name=config.hydra.job.config_name, overrides=overrides)))
+    except Exception as exc:  # the search's result stands without it; say so
+        client.set_tag(child, "pipeline.error", f"{type(exc).__name__}: {exc}"[:5000])
+        print(f"search: the baseline failed ({type(exc).__name__}: {exc})", file=sys.stderr, flush=True)
+    finally:
+        os.environ.pop("MLFLOW_RUN_ID", None)
+        while mlflow.active_run():
+            mlflow.end_run("FAILED")
+        if client.get_run(child).info.status == "RUNNING":
+            client.set_terminated(child, "FAILED")
+    return child
+
+
+def _success(run) -> tuple[float, float, float]:
+    m = run.data.metrics
+    return m.get("eval/success_rate", float("nan")), m.get("eval/success_rate_ci_low", float("nan")), \
+        m.get("eval/success_rate_ci_high", float("nan"))
+
+
+def verdict(best: tuple[float, float, float], base: tuple[float, float, float]) -> tuple[bool, str]:
+    (b, blo, bhi), (d, dlo, dhi) = best, base
+    if b > d and blo > dhi:
+        return True, f"improved on the default: success {b:.2f} [{blo:.2f}, {bhi:.2f}] vs {d:.2f} [{dlo:.2f}, {dhi:.2f}]"
+    if b > d:
+        return True, (f"better than the default by its point estimate only: success {b:.2f} [{blo:.2f}, {bhi:.2f}] "
+                      f"vs {d:.2f} [{dlo:.2f}, {dhi:.2f}]; the 95% intervals overlap, so evaluate more episodes "
+                      "or seeds before trusting it")
+    return False, (f"did not improve on the default: best trial success {b:.2f} [{blo:.2f}, {bhi:.2f}] vs default "
+                   f"{d:.2f} [{dlo:.2f}, {dhi:.2f}]")
+
+
+def finish(config: DictConfig, parent: str, experiment_id: str, tuned_dir: str, baseline: bool) -> Optional[Path]:
+    from hydra import compose
+
+    client = mlflow.MlflowClient()
+    trials = [r for r in client.search_runs([experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent}'",
+                                            max_results=5000)
+              if r.data.tags.get("sweep.role") != "baseline" and r.info.status == "FINISHED"
+              and "eval/success_rate" in r.data.metrics]
+    if not trials:
+        print("search: no trial finished with an evaluation; nothing to save", file=sys.stderr, flush=True)
+        return None
+    trials.sort(key=lambda r: int(r.data.tags.get("sweep.job", "0")))
+    best = max(trials, key=lambda r: r.data.metrics["eval/success_rate"])  # first of equals, as Optuna picks
+    overrides = best.data.tags["sweep.overrides"].split(" ")
+    cfg = compose(config_name=config.hydra.job.config_name, overrides=overrides)
+    choices = config.hydra.runtime.choices
+    name = f"{choices.get('algorithm', 'algorithm')}_{cfg.asset.asset_id}_tuned"
+
+    tags = {"search.best_run_id": best.info.run_id, "search.best_overrides": " ".join(overrides)[:5000],
+            "search.tuned_config": name}
+    message = f"best trial #{best.data.tags.get('sweep.job')}: success {_success(best)[0]:.2f}"
+    if baseline:
+        base = client.get_run(run_baseline(config, parent, experiment_id))
+        if base.info.status == "FINISHED":
+            improved, message = verdict(_success(best), _success(base))
+            tags.update({"search.improved": str(improved).lower(), "search.verdict": message,
+                         "search.baseline_run_id": base.info.run_id})
+
+    algorithm = OmegaConf.to_container(cfg.algorithm, resolve=True)
+    if cfg.max_steps is not None:
+        algorithm["max_steps"] = int(cfg.max_steps)  # what the trial trained for: the file reproduces it
+    searched = ", ".join(str(k) for k in config.hydra.sweeper.params)
+    header = (f"# Best trial of the Optuna search in MLflow run {parent} (trial run {best.info.run_id}).\n"
+              f"# {message}.\n"
+              f"# Searched: {searched}. Trial overrides: {' '.join(overrides)}\n"
+              f"# Use it: python -m pipeline.run algorithm={name} asset={cfg.asset.asset_id}"
+              f" (raise max_steps=... to train longer)\n")
+    out_dir = Path(tuned_dir) if Path(tuned_dir).is_absolute() else REPO_ROOT / tuned_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{name}.yaml"
+    path.write_text(header + yaml.safe_dump(algorithm, sort_keys=False))
+    client.log_artifact(parent, str(path), "search")
+    client.log_batch(parent, tags=[RunTag(k, v) for k, v in tags.items()])
+    print(f"search: {message}\nsearch: best config saved to {path} (use algorithm={name})", flush=True)
+    return path
