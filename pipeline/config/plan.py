@@ -19,7 +19,7 @@ from pipeline.config.errors import ConfigError
 from pipeline.sim import SIMULATIONS, World
 
 ASSET_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-MODES_AVAILABLE = ("online",)
+MODES_AVAILABLE = ("online", "offline", "hybrid")  # offline/hybrid: pipeline/offline/
 
 
 @dataclass(frozen=True)
@@ -101,6 +101,10 @@ def build_plan(cfg: DictConfig | dict) -> RunPlan:
     _check_env(raw["env"], raw["evaluation"])
     behavior, simulation = _check_asset(raw["asset"], raw.get("env_path"))
     settings = _check_algorithm(raw["algorithm"], max_steps)
+    # offline/hybrid: the dataset is read and checked against the asset now, before any run exists.
+    from pipeline.offline.validate import check_mode
+
+    check_mode(raw, tuple(n for n, _ in SIMULATIONS[simulation].spec.observations) if simulation else None)
     return RunPlan(cfg=raw, behavior_name=behavior, simulation=simulation,
                    trainer_settings=settings, max_steps=max_steps, seed=seed)
 

@@ -49,14 +49,21 @@ def train(plan: RunPlan, build_run_id: Optional[str] = None) -> TrainResult:
         results_root = results_root if results_root.is_absolute() else REPO_ROOT / results_root
         runs.set_tags({"results_dir": str(results_root / run_id)})
 
-        writers = [MLflowStatsWriter(run_id, plan.behavior_name), ProgressWriter(plan.max_steps)]
-        try:
-            outcome = mlagents_trainer.train(plan, results_root, run_id, writers)
-        except BaseException:
-            from pipeline.unity.player_logs import attach_player_logs
+        if plan.mode == "online":
+            writers = [MLflowStatsWriter(run_id, plan.behavior_name), ProgressWriter(plan.max_steps)]
+            try:
+                outcome = mlagents_trainer.train(plan, results_root, run_id, writers)
+            except BaseException:
+                from pipeline.unity.player_logs import attach_player_logs
 
-            attach_player_logs(results_root / run_id / "run_logs")  # what the Unity player said before it failed
-            raise
+                attach_player_logs(results_root / run_id / "run_logs")  # what the Unity player said before it failed
+                raise
+        else:  # offline / hybrid: learn from the dataset, logged as this run's input (file + digest)
+            from pipeline.offline import training as offline_training
+
+            dataset = offline_training.dataset_for(plan)
+            offline_training.log_dataset(dataset)
+            outcome = offline_training.train(plan, results_root, run_id, dataset)
 
         _log_outputs(plan, run_id, outcome)
         metrics = mlflow.MlflowClient().get_run(run_id).data.metrics
@@ -80,7 +87,10 @@ def _log_outputs(plan: RunPlan, run_id: str, outcome) -> None:
     mlflow.onnx.log_model(onnx.load(str(outcome.onnx_path)), name=MODEL_NAME)
 
     client = mlflow.MlflowClient()
-    history = {k: [(m.step, m.value) for m in client.get_metric_history(run_id, k)] for k in CURVE_METRICS}
+    keys = CURVE_METRICS
+    if plan.mode == "offline":
+        from pipeline.offline.learner import CURVE_METRICS as keys  # losses: there is no environment
+    history = {k: [(m.step, m.value) for m in client.get_metric_history(run_id, k)] for k in keys}
     with tempfile.TemporaryDirectory() as tmp:
         png = plots.learning_curve(history, f"{plan.behavior_name} · {plan.algorithm} · seed {plan.seed}",
                                    Path(tmp) / "learning_curve.png")
