@@ -76,17 +76,23 @@ def mirror(target: VertexTarget, source: PolicySource, mlflow_model: str, mlflow
             initializer.global_config._api_endpoint = None
     labels = labels_for(source, mlflow_model, mlflow_version, target.labels)
 
+    # The low-level client, so that lookups retry within registry.timeout_s rather than the SDK's 120 s.
+    from google.api_core.retry import Retry, if_transient_error
+    from google.cloud.aiplatform.compat.types import model_service_v1 as model_service_types
+
+    api = aiplatform.Model._instantiate_client(location=target.region, credentials=target.credentials)
+    calls = dict(retry=Retry(predicate=if_transient_error, deadline=target.timeout_s), timeout=target.timeout_s)
     with _calling(target, f"look up model {target.model_resource}"):
         try:
-            aiplatform.Model(target.model_resource)
+            api.get_model(name=target.model_resource, **calls)
             model_exists = True
         except api_errors.NotFound:
             model_exists = False
     existing = None
     if model_exists:
         with _calling(target, f"list versions of {target.model_resource}"):
-            found = aiplatform.ModelRegistry(target.model_resource).list_versions(
-                filter=f'labels.mlflow_run_id="{source.run_id}"')
+            found = list(api.list_model_versions(request=model_service_types.ListModelVersionsRequest(
+                name=target.model_resource, filter=f'labels.mlflow_run_id="{source.run_id}"'), **calls))
         existing = min(found, key=lambda v: int(v.version_id)) if found else None
 
     staged, skipped = [], []

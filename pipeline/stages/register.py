@@ -94,7 +94,7 @@ def _decide(client: mlflow.MlflowClient, reg: RegistryConfig, name: str, version
             source: lineage.PolicySource) -> tuple[Verdict, bool, bool]:
     """(verdict, promote?, forced?) for this version against the current champion."""
     champion = mlflow_registry.version_by_alias(client, name, reg.champion_alias)
-    if champion is not None and champion.version == version:
+    if champion is not None and str(champion.version) == version:
         return Verdict(False, "already-champion", f"v{version} is already {reg.champion_alias} "
                        f"({champion.tags.get('promotion.decision', 'decided earlier')})"), False, False
     if champion is None:
