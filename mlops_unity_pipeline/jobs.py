@@ -175,5 +175,6 @@ class UnityMLOpsOrchestrator:
             onnx_path=str(Path(train["results_dir"]) / f"{behavior}.onnx") if train.get("results_dir") else None,
             training_metrics={k: v for k, v in (train.get("metrics") or {}).items() if not k.startswith("eval/")},
             eval_metrics=evaluate.get("metrics") or {},
-            registry={k: register[k] for k in ("model_name", "version", "aliases", "decision") if k in register},
+            registry={k: register[k] for k in ("model_name", "version", "aliases", "decision", "promoted",
+                                               "vertex_status", "vertex_uri") if k in register},
         )
