@@ -5,6 +5,7 @@ app in multirun mode instead, where the sweep callback makes `mlflow run`'s run 
 """
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 from typing import Sequence
@@ -25,7 +26,7 @@ def multirun_argv(flag_overrides: Sequence[str], overrides_text: str) -> list[st
 
 
 def run_multirun(flag_overrides: Sequence[str], overrides_text: str) -> None:
-    from pipeline import run
-
-    sys.argv = ["pipeline.run", *multirun_argv(flag_overrides, overrides_text)]
-    run.main()
+    """Become `python -m pipeline.run --multirun ...` (same environment, so MLFLOW_RUN_ID comes along)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "pipeline.run", *multirun_argv(flag_overrides, overrides_text)])

@@ -82,11 +82,14 @@ def finish(config: DictConfig, parent: str, experiment_id: str, tuned_dir: str, 
         print("search: no trial finished with an evaluation; nothing to save", file=sys.stderr, flush=True)
         return None
     trials.sort(key=lambda r: int(r.data.tags.get("sweep.job", "0")))
-    best = max(trials, key=lambda r: r.data.metrics["eval/success_rate"])  # first of equals, as Optuna picks
+    # Success first; equal success rates (common with few episodes) are told apart by reward, as in the report.
+    best = max(trials, key=lambda r: (r.data.metrics["eval/success_rate"], r.data.metrics.get("eval/mean_reward", 0.0)))
     overrides = best.data.tags["sweep.overrides"].split(" ")
     cfg = compose(config_name=config.hydra.job.config_name, overrides=overrides)
     choices = config.hydra.runtime.choices
-    name = f"{choices.get('algorithm', 'algorithm')}_{cfg.asset.asset_id}_tuned"
+    chosen = jobs.job_params(overrides)
+    asset = chosen.get("asset", choices.get("asset", cfg.asset.asset_id))
+    name = f"{chosen.get('algorithm', choices.get('algorithm', 'algorithm'))}_{asset}_tuned"
 
     tags = {"search.best_run_id": best.info.run_id, "search.best_overrides": " ".join(overrides)[:5000],
             "search.tuned_config": name}
@@ -105,7 +108,7 @@ def finish(config: DictConfig, parent: str, experiment_id: str, tuned_dir: str, 
     header = (f"# Best trial of the Optuna search in MLflow run {parent} (trial run {best.info.run_id}).\n"
               f"# {message}.\n"
               f"# Searched: {searched}. Trial overrides: {' '.join(overrides)}\n"
-              f"# Use it: python -m pipeline.run algorithm={name} asset={cfg.asset.asset_id}"
+              f"# Use it: python -m pipeline.run algorithm={name} asset={asset}"
               f" (raise max_steps=... to train longer)\n")
     out_dir = Path(tuned_dir) if Path(tuned_dir).is_absolute() else REPO_ROOT / tuned_dir
     out_dir.mkdir(parents=True, exist_ok=True)

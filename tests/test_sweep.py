@@ -1,0 +1,181 @@
+"""Hydra multirun sweeps on the real stack: one parent MLflow run, a child per job, the comparison report."""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+
+from pipeline.sweeps.handoff import multirun_argv
+from pipeline.sweeps.jobs import config_key, expand_basic, is_sweep, job_params
+from tests.conftest import PYTHON, REPO, TINY, child_env
+
+TINY_NO_RESULTS = [o for o in TINY if not o.startswith("results_dir=")]
+
+
+def sweep_store(tmp: Path) -> dict[str, str]:
+    return child_env(MLFLOW_TRACKING_URI=f"sqlite:///{tmp / 'mlflow.db'}", MLFLOW_EXPERIMENT_NAME="tests")
+
+
+def run(args: list[str], env: dict[str, str], timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([PYTHON, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def runs_of(uri: str, filter_string: str = ""):
+    client = mlflow.MlflowClient(uri)
+    exp = client.get_experiment_by_name("unity-mlagents")
+    return [] if exp is None else client.search_runs([exp.experiment_id], filter_string, max_results=1000)
+
+
+# -- what overrides mean (fast) -------------------------------------------------------------------
+def test_sweep_syntax_is_recognised_and_expanded():
+    assert is_sweep(["asset=nav,patrol"]) and is_sweep(["-m", "max_steps=10"]) and is_sweep(["seed=range(0,3)"])
+    assert not is_sweep(["max_steps=3000", "env.num_envs=1"])
+    assert expand_basic(["asset=nav,patrol", "seed=0,1"]) == [
+        ["asset=nav", "seed=0"], ["asset=nav", "seed=1"], ["asset=patrol", "seed=0"], ["asset=patrol", "seed=1"]]
+    params = job_params(["asset=nav", "+run_tags.team=a", "seed=3"])
+    assert params == {"asset": "nav", "run_tags.team": "a", "seed": "3"}
+    assert config_key(params) == "asset=nav run_tags.team=a"  # seeds of one configuration group together
+
+
+def test_mlflow_run_parameters_hand_sweeps_to_hydra_multirun():
+    # MLproject's `main` passes --asset nav --seed 0 ...; the overrides' own sweep of a key wins.
+    assert multirun_argv(["asset=nav", "algorithm=ppo", "seed=0"], "asset=nav,patrol seed=0,1 max_steps=10") == [
+        "--multirun", "algorithm=ppo", "asset=nav,patrol", "seed=0,1", "max_steps=10"]
+    assert multirun_argv(["asset=nav"], "-m +search=ppo") == ["--multirun", "asset=nav", "+search=ppo"]
+
+
+# -- bad input stops the sweep before any job (fast: no training) -----------------------------------
+def test_unknown_option_in_a_sweep_fails_before_any_job_with_hydras_message(tmp_path):
+    env = sweep_store(tmp_path)
+    proc = run(["-m", "pipeline.run", "-m", "asset=nav,nope", f"hydra.sweep.dir={tmp_path / 'multirun'}"], env)
+    assert proc.returncode == 1
+    assert "Could not find 'asset/nope'" in proc.stderr
+    assert "Available options in 'asset':" in proc.stderr
+    assert runs_of(env["MLFLOW_TRACKING_URI"]) == []  # no parent, no child
+
+
+def test_unknown_key_in_a_sweep_fails_before_any_job(tmp_path):
+    env = sweep_store(tmp_path)
+    proc = run(["-m", "pipeline.run", "-m", "seed=0,1", "algorithm.hyperparameters.lerning_rate=0.1,0.2",
+                f"hydra.sweep.dir={tmp_path / 'multirun'}"], env)
+    assert proc.returncode != 0
+    assert "lerning_rate" in proc.stderr
+    assert runs_of(env["MLFLOW_TRACKING_URI"]) == []
+
+
+def test_invalid_value_in_one_job_stops_the_sweep_before_any_job_runs(tmp_path):
+    env = sweep_store(tmp_path)
+    proc = run(["-m", "pipeline.cli", "main", "--overrides", "max_steps=3000,-5"], env)  # the MLproject command
+    assert proc.returncode == 2
+    assert "error: job #1 (asset=nav algorithm=ppo mode=online seed=0 max_steps=-5): " in proc.stderr
+    assert "max_steps must be a positive number of agent steps, got -5" in proc.stderr
+    assert "no job was started" in proc.stderr
+    assert runs_of(env["MLFLOW_TRACKING_URI"]) == []
+
+
+# -- a real sweep: one job trains, one fails -------------------------------------------------------
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    """`mlflow run`'s command with a sweep in its overrides, inside a run `mlflow run` made (MLFLOW_RUN_ID)."""
+    tmp = tmp_path_factory.mktemp("sweep")
+    env = sweep_store(tmp)
+    uri = env["MLFLOW_TRACKING_URI"]
+    client = mlflow.MlflowClient(uri)
+    exp = client.create_experiment("unity-mlagents", artifact_location=(tmp / "mlruns").as_uri())
+    outer = client.create_run(exp, run_name="mlflow-run-main").info.run_id
+    env["MLFLOW_RUN_ID"] = outer
+    # /dev/null/results cannot be created: that job fails at run time, after its child run started.
+    overrides = " ".join(TINY_NO_RESULTS + [f"results_dir={tmp / 'results'},/dev/null/results",
+                                            f"hydra.sweep.dir={tmp / 'multirun'}"])
+    proc = run(["-m", "pipeline.cli", "main", "--asset", "nav", "--seed", "0", "--overrides", overrides], env)
+    return uri, outer, proc, tmp
+
+
+
+@pytest.mark.slow
+def test_sweep_is_one_parent_run_with_a_child_per_job_carrying_its_overrides(sweep):
+    uri, parent, proc, tmp = sweep
+    client = mlflow.MlflowClient(uri)
+    assert proc.returncode == 1, proc.stderr[-3000:]  # a job failed: the sweep says so
+    parent_run = client.get_run(parent)
+    assert parent_run.data.tags["pipeline.stage"] == "sweep"  # `mlflow run`'s run became the sweep's parent
+    assert parent_run.info.status == "FAILED"
+    children = sorted(runs_of(uri, f"tags.mlflow.parentRunId = '{parent}'"), key=lambda r: r.data.tags["sweep.job"])
+    assert [c.data.tags["sweep.job"] for c in children] == ["0", "1"]
+    ok, bad = children
+    assert ok.info.status == "FINISHED" and bad.info.status == "FAILED"
+    assert ok.data.params["results_dir"] == str(tmp / "results") and ok.data.params["asset"] == "nav"
+    assert ok.data.params["max_steps"] == "3000"
+    assert ok.data.tags["sweep.config"] == f"results_dir={tmp / 'results'}"
+    assert ok.info.run_name == f"#0 results_dir={tmp / 'results'}"
+    assert ok.data.tags["pipeline.stage"] == "main"  # the pipeline's own run, not a wrapper
+    assert "eval/success_rate" in ok.data.metrics and "eval/success_rate_ci_high" in ok.data.metrics
+    stages = {r.data.tags["pipeline.stage"]: r for r in runs_of(uri, f"tags.mlflow.parentRunId = '{ok.info.run_id}'")}
+    assert {"build", "train", "evaluate", "register"} <= set(stages)
+    curve = client.get_metric_history(stages["train"].info.run_id, "Environment/Cumulative Reward")
+    assert [m.step for m in curve][-1] >= 3000
+    assert "NotADirectoryError" in bad.data.tags["pipeline.error"]
+    # No run of the second job attached itself to the first job's run (MLFLOW_RUN_ID did not leak).
+    assert all(r.data.tags.get("mlflow.parentRunId") != ok.info.run_id
+               for r in runs_of(uri, f"tags.mlflow.parentRunId = '{bad.info.run_id}'"))
+
+
+@pytest.mark.slow
+def test_sweep_reports_which_jobs_failed(sweep):
+    uri, parent, proc, tmp = sweep
+    assert "sweep: 1 of 2 jobs failed: #1 results_dir=/dev/null/results (FAILED: NotADirectoryError" in proc.stderr
+    assert "#1 results_dir=/dev/null/results" in mlflow.MlflowClient(uri).get_run(parent).data.tags["sweep.failed_jobs"]
+
+
+@pytest.mark.slow
+def test_comparison_report_is_logged_on_the_parent_and_printable(sweep, tmp_path):
+    uri, parent, proc, tmp = sweep
+    client = mlflow.MlflowClient(uri)
+    logged = {a.path for a in client.list_artifacts(parent, "comparison")}
+    assert logged == {f"comparison/{n}" for n in ("comparison.md", "comparison.html", "comparison.json",
+                                                  "learning_curves.png", "final_eval.png")}
+    env = child_env(MLFLOW_TRACKING_URI=uri)
+    out = run(["-m", "pipeline.sweeps.report", parent, "--out", str(tmp_path)], env)
+    assert out.returncode == 0, out.stderr
+    assert "| configuration | runs | success rate [95% CI] | mean reward [95% CI] |" in out.stdout
+    assert f"| `results_dir={tmp / 'results'}` **best** | 1/1 | " in out.stdout
+    assert "| `results_dir=/dev/null/results` | 0/1 (failed: #1) |" in out.stdout
+    assert (tmp_path / "learning_curves.png").stat().st_size > 10_000
+    assert "data:image/png;base64," in (tmp_path / "comparison.html").read_text()
+
+    missing = run(["-m", "pipeline.sweeps.report", "0" * 32], env)
+    assert missing.returncode == 2
+    assert f"error: no run {'0' * 32} in the tracking store" in missing.stderr
+
+
+# -- parallel jobs and seeds -----------------------------------------------------------------------
+@pytest.mark.slow
+def test_parallel_seeds_lose_nothing_and_aggregate_into_mean_and_interval(tmp_path):
+    env = sweep_store(tmp_path)
+    uri = env["MLFLOW_TRACKING_URI"]
+    proc = run(["-m", "pipeline.run", "-m", "hydra/launcher=parallel", "hydra.launcher.n_jobs=2", "seed=0,1",
+                *TINY_NO_RESULTS, f"results_dir={tmp_path / 'results'}", f"hydra.sweep.dir={tmp_path / 'multirun'}"],
+               env, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "sweep: 2 jobs in parallel write through the tracking server http://127.0.0.1:" in proc.stdout
+    assert "database is locked" not in proc.stdout + proc.stderr
+    client = mlflow.MlflowClient(uri)  # straight from the sqlite file: the server is gone
+    (parent,) = runs_of(uri, "tags.`pipeline.stage` = 'sweep'")
+    assert parent.info.status == "FINISHED"
+    children = runs_of(uri, f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert sorted(c.data.params["seed"] for c in children) == ["0", "1"]
+    assert all(c.info.status == "FINISHED" and "eval/success_rate" in c.data.metrics for c in children)
+    for child in children:  # every summary period of both trainings arrived
+        train = client.get_run(child.data.tags["pipeline.train_run_id"])
+        for key in ("Environment/Cumulative Reward", "Losses/Policy Loss"):
+            assert [m.step for m in client.get_metric_history(train.info.run_id, key)] == [1000, 2000, 3000]
+    # One configuration, two seeds: mean and a t-interval across them.
+    assert "| `default` **best** | 2/2 |" in proc.stdout or "| `default` | 2/2 |" in proc.stdout
+    assert "| 2 seeds |" in proc.stdout
+    rows = yaml.safe_load(Path(client.download_artifacts(parent.info.run_id, "comparison/comparison.json",
+                                                           str(tmp_path))).read_text())["rows"]
+    assert rows[0]["success"]["n"] == 2 and rows[0]["success"]["kind"] == "seeds"
+    assert rows[0]["reward"]["low"] <= rows[0]["reward"]["mean"] <= rows[0]["reward"]["high"]
