@@ -20,7 +20,7 @@ from typing import Callable, Optional
 from mlops_unity_pipeline.jobs import RLTrainingConfig, TrainingJob, UnityAssetSpec, UnityMLOpsOrchestrator
 from pipeline.scheduling.cron import CronSchedule
 from pipeline.scheduling.launcher import PipelineLauncher, fire_job
-from pipeline.scheduling.runner import Runner, RunnerSettings, utcnow
+from pipeline.scheduling.runner import Runner, RunnerSettings, say, utcnow
 from pipeline.scheduling.schedule import Schedule
 from pipeline.tracking.store import REPO_ROOT
 
@@ -46,7 +46,7 @@ class TrainingScheduler:
     def __init__(self, orchestrator: UnityMLOpsOrchestrator, max_concurrent_jobs: int = 4,
                  webhook_url: Optional[str] = None, *, webhook_secret: Optional[str] = None,
                  state_path: Optional[str | os.PathLike] = None, on_stop: str = "cancel",
-                 clock: Callable[[], datetime] = utcnow, log: Callable[[str], None] = print, **settings):
+                 clock: Callable[[], datetime] = utcnow, log: Callable[[str], None] = say, **settings):
         self.orchestrator = orchestrator
         state = Path(state_path) if state_path else default_state_path()
         self.settings = RunnerSettings(

@@ -67,7 +67,7 @@ def main(argv=None) -> None:
     state = settings.state_path
     launcher = PipelineLauncher(UnityMLOpsOrchestrator(experiment_name=args.experiment_name),
                                 state.parent / f"{state.stem}-results")
-    runner = Runner(schedules, launcher, settings, log=lambda m: print(m, flush=True))
+    runner = Runner(schedules, launcher, settings)
     asyncio.run(runner.run_forever())
 
 

@@ -116,7 +116,9 @@ class RunnerRecord:
 class ClaimStore:
     """All reads and writes of the scheduler's sqlite file. One instance per runner (per connection)."""
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, synchronous: str = "FULL"):
+        if synchronous not in ("FULL", "NORMAL"):
+            raise ValueError(f"synchronous must be FULL or NORMAL, got {synchronous!r}")
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, taking the write lock up front so
@@ -124,7 +126,9 @@ class ClaimStore:
         self.db = sqlite3.connect(str(self.path), timeout=60, isolation_level=None)
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")  # a claim survives power loss once committed
+        # FULL: a committed claim survives power loss. NORMAL (WAL) survives a killed process but may
+        # forget the last commits on power loss; the runner's own crash-safety does not depend on it.
+        self.db.execute(f"PRAGMA synchronous={synchronous}")
         self.db.execute("PRAGMA foreign_keys=ON")
         self.db.executescript(SCHEMA)
 

@@ -114,9 +114,15 @@ class PipelineLauncher:
         if code == 0 and result_json.exists():
             return UnityMLOpsOrchestrator._result(job, json.loads(result_json.read_text()))
         errors = [line for line in tail if line.startswith("error:")]
-        error = (errors[-1][len("error:"):].strip() if errors else "\n".join(tail)) or f"exit code {code}"
-        status = "KILLED" if code in KILLED_CODES else "FAILED"
-        return self._from_mlflow(job, schedule_id, minute, status, error)
+        last = [line for line in tail if line.strip()]
+        error = (errors[-1][len("error:"):].strip() if errors else last[-1].strip() if last else "") \
+            or f"exit code {code}"
+        # Stopped by our SIGTERM: KILLED whatever exit code the interrupted pipeline chose.
+        status = "KILLED" if code in KILLED_CODES or cancel.is_set() else "FAILED"
+        result = self._from_mlflow(job, schedule_id, minute, status, error)
+        if cancel.is_set() and result.status == "KILLED":
+            result.error = f"cancelled: {error}"
+        return result
 
     def _runs(self, schedule_id: str, minute: str, asset_id: str):
         import mlflow

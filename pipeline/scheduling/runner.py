@@ -49,6 +49,7 @@ class RunnerSettings:
     heartbeat_seconds: float = 10.0
     lease_seconds: float = 60.0  # a runner silent this long is dead; its jobs are recovered
     stop_flush_seconds: float = 10.0  # how long a stopping runner keeps trying to deliver webhooks
+    sqlite_synchronous: str = "FULL"  # FULL: claims survive power loss; NORMAL: only process crashes (faster)
 
     def __post_init__(self) -> None:
         if int(self.max_concurrent_jobs) < 1:
@@ -57,6 +58,10 @@ class RunnerSettings:
             raise ValueError(f"on_stop {self.on_stop!r} is not a choice; use 'cancel' or 'finish'")
         if self.lease_seconds <= 2 * self.heartbeat_seconds:
             raise ValueError("lease_seconds must be more than twice heartbeat_seconds")
+
+
+def say(message: str) -> None:
+    print(message, flush=True)  # one line per decision, promptly, even into a pipe or the journal
 
 
 def utcnow() -> datetime:
@@ -87,7 +92,7 @@ def upcoming(schedules, now: datetime, count: int = 1) -> list[tuple[Schedule, F
 
 class Runner:
     def __init__(self, schedules: list[Schedule], launcher: Launcher, settings: RunnerSettings,
-                 clock: Callable[[], datetime] = utcnow, log: Callable[[str], None] = print):
+                 clock: Callable[[], datetime] = utcnow, log: Callable[[str], None] = say):
         self.settings = settings
         self.launcher = launcher
         self.clock = clock
@@ -95,7 +100,7 @@ class Runner:
         self.schedules: dict[str, Schedule] = {}
         for s in schedules:
             self.add(s)
-        self.store = ClaimStore(settings.state_path)
+        self.store = ClaimStore(settings.state_path, settings.sqlite_synchronous)
         self.runner_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.delivery = webhooks.WebhookDelivery(self.store, settings.webhook_url, settings.webhook_secret,
                                                  settings.webhook_timeout, clock=self.now, log=log)
@@ -105,7 +110,8 @@ class Runner:
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._registered = False
         self._crashed = False
-        self._last_heartbeat = 0.0
+        self._last_heartbeat = float("-inf")
+        self._next_due: dict[str, float] = {}  # schedule -> when its next fire is due; nothing to claim before
 
     # -- setup ----------------------------------------------------------------------------------
     def add(self, schedule: Schedule) -> None:
@@ -143,9 +149,10 @@ class Runner:
         now = self.now()
         if not self._registered:
             self._register(now)
-        with self.store.transaction():
-            self.store.heartbeat(self.runner_id, now)
-        self._last_heartbeat = now
+        if now - self._last_heartbeat >= self.settings.heartbeat_seconds / 2:
+            with self.store.transaction():
+                self.store.heartbeat(self.runner_id, now)
+            self._last_heartbeat = now
         self._recover(now)
         if not self.stopping.is_set():
             for s in self.schedules.values():
@@ -174,6 +181,8 @@ class Runner:
 
     # -- claiming -------------------------------------------------------------------------------
     def _claim_due(self, s: Schedule, now: float) -> None:
+        if now < self._next_due.get(s.schedule_id, float("-inf")):
+            return  # nothing can be due yet: no write, no lock (an idle runner barely touches the disk)
         claimed_any = False
         with self.store.transaction():
             mark = self.store.watermark(s.schedule_id)
@@ -201,6 +210,7 @@ class Runner:
             for f in run:
                 claimed_any |= self._claim_one(s, f, now)
             self.store.set_watermark(s.schedule_id, now)
+        self._next_due[s.schedule_id] = s.cron.next_fire(datetime.fromtimestamp(now, UTC)).due_at.timestamp()
         if claimed_any:
             self.print_next()
 

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from hydra import compose, initialize_config_dir
+import yaml
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -55,10 +56,14 @@ def load_config(name: str, overrides: Sequence[str] = (), directory: Path = SCHE
         known = ", ".join(schedule_names(directory)) or "none"
         raise ConfigError(f"schedule {name!r}: no {where}; available schedules: {known}")
     try:
-        with initialize_config_dir(config_dir=str(Path(directory).resolve()), version_base="1.3"):
-            raw = compose(name, overrides=list(overrides))
-        cfg = OmegaConf.merge(OmegaConf.structured(ScheduleConfig), raw)
-    except (HydraException, OmegaConfBaseException) as exc:
+        # Typed by the schema before overrides apply, so every field can be overridden and a typo is
+        # refused by name; overrides use Hydra's grammar (quoting, lists).
+        cfg = OmegaConf.merge(OmegaConf.structured(ScheduleConfig), OmegaConf.load(where))
+        for ov in OverridesParser.create().parse_overrides(list(overrides)):
+            if ov.is_delete():
+                raise ConfigError(f"schedule {name!r}: {ov.input_line}: deleting a key is not supported")
+            OmegaConf.update(cfg, ov.key_or_group, ov.value(), merge=False)
+    except (HydraException, OmegaConfBaseException, yaml.YAMLError) as exc:
         raise ConfigError(f"schedule {name!r} ({where}): {describe(exc)}") from None
     out: ScheduleConfig = OmegaConf.to_object(cfg)
     if out.schedule_id is None:
