@@ -21,19 +21,26 @@ EXIT_CONFIG = 2
 @contextlib.contextmanager
 def reported() -> Iterator[None]:
     """Failure handling for every entry point: bad input is one clear line and exit code 2."""
+    from pipeline.unity.editor import BuildFailed
+
     try:
         yield
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         sys.exit(EXIT_CONFIG)
+    except BuildFailed as exc:  # the editor's own error, already logged with Editor.log on the build run
+        print(f"error: build failed: {exc}", file=sys.stderr, flush=True)
+        sys.exit(1)
 
 
 def overrides_from(args: argparse.Namespace) -> list[str]:
     out = []
-    for key in ("asset", "algorithm", "mode", "max_steps", "seed", "env_path"):
+    for key, override in (("asset", "asset"), ("algorithm", "algorithm"), ("mode", "mode"),
+                          ("max_steps", "max_steps"), ("seed", "seed"), ("env_path", "env_path"),
+                          ("unity_project", "build.unity_project"), ("editor_path", "build.editor_path")):
         value = getattr(args, key, None)
         if value not in (None, ""):
-            out.append(f"{key}={value}")
+            out.append(f"{override}={value}")
     return out + shlex.split(args.overrides or "")
 
 
@@ -52,7 +59,10 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument("--max_steps", default="")
             s.add_argument("--seed", default="0")
         if stage in ("main", "train", "build"):
-            s.add_argument("--env_path", default="")
+            s.add_argument("--env_path", default="", help="a Unity player build")
+        if stage in ("main", "build"):
+            s.add_argument("--unity_project", default="", help="a Unity project to build the player from")
+            s.add_argument("--editor_path", default="", help="the Unity editor executable")
         if stage == "evaluate":
             s.add_argument("--policy", required=True, help="training run id, runs:/ URI or path to a .onnx")
         if stage == "register":

@@ -16,6 +16,7 @@ import attr
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.config.errors import ConfigError
+from pipeline.unity.player import player_path
 from pipeline.sim import SIMULATIONS, World
 
 ASSET_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -56,7 +57,7 @@ class RunPlan:
         return {
             "behaviors": {self.behavior_name: self.algorithm_settings()},
             "env_settings": {
-                "env_path": self.cfg.get("env_path"),
+                "env_path": player_path(self.cfg),
                 "env_args": list(env["env_args"]) or None,
                 "base_port": env["base_port"],
                 "num_envs": env["num_envs"],

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 from pipeline.config.plan import RunPlan
 from pipeline.tracking import store
+from pipeline.unity.player import player_path
 
 
 def plan_tags(plan: RunPlan) -> dict[str, str]:
     return {"asset": plan.asset_id, "behavior": plan.behavior_name, "algorithm": plan.algorithm,
             "mode": plan.mode, "seed": str(plan.seed),
-            "environment": f"simulation:{plan.simulation}" if plan.simulation else "unity",
+            "environment": f"unity:{player}" if (player := player_path(plan.cfg)) else f"simulation:{plan.simulation}",
             **plan.cfg.get("run_tags", {})}
 
 

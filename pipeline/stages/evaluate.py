@@ -51,6 +51,9 @@ def resolve_policy(policy: str, plan: RunPlan, download_dir: Path) -> tuple[Path
 
 def evaluate(plan: RunPlan, policy: str) -> EvaluateResult:
     ev = plan.cfg["evaluation"]
+    if plan.simulation is None:
+        raise ConfigError(f"evaluate: asset {plan.asset_id} has no built-in simulation to play episodes in; "
+                          "set asset.source.simulation to the simulation of the same behavior (e.g. nav)")
     world = plan.world
     experiment = experiment_for(plan)
     with tempfile.TemporaryDirectory() as tmp:
