@@ -93,15 +93,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         elif args.stage == "evaluate":
             result = evaluate.evaluate(plan, args.policy)
         else:
-            result = register.register(plan, args.run_id, _eval_metrics(args.run_id))
+            result = register.register(plan, args.run_id)
     if args.result_json:
         args.result_json.write_text(json.dumps(asdict(result) if is_dataclass(result) else result, indent=2, default=str))
-
-
-def _eval_metrics(run_id: str) -> dict:
-    import mlflow
-
-    return {k: v for k, v in mlflow.MlflowClient().get_run(run_id).data.metrics.items() if k.startswith("eval/")}
 
 
 if __name__ == "__main__":

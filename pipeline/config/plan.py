@@ -16,6 +16,7 @@ import attr
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.config.errors import ConfigError
+from pipeline.registry.settings import check_registry_config
 from pipeline.unity.player import player_path
 from pipeline.sim import SIMULATIONS, World
 
@@ -100,6 +101,7 @@ def build_plan(cfg: DictConfig | dict) -> RunPlan:
         raise ConfigError(f"mode={mode} is not available yet; available modes: {', '.join(MODES_AVAILABLE)}")
 
     _check_env(raw["env"], raw["evaluation"])
+    check_registry_config(raw["registry"])
     behavior, simulation = _check_asset(raw["asset"], raw.get("env_path"))
     settings = _check_algorithm(raw["algorithm"], max_steps)
     # offline/hybrid: the dataset is read and checked against the asset now, before any run exists.
