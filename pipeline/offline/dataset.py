@@ -2,7 +2,7 @@
 
 Rows are agent decisions in recording order: the observations the agent saw, the action it took,
 and what followed (reward, whether the episode ended). Two file formats hold them: JSONL
-(`pipeline.offline.jsonl`, schema in docs/offline_datasets.md) and Unity's `.demo`
+(`pipeline.offline.jsonl`, schema in data/demos/README.md) and Unity's `.demo`
 (`pipeline.offline.unity_demo`, read by ML-Agents' own loader).
 """
 from __future__ import annotations
@@ -133,7 +133,7 @@ def dataset_format(path: Path, key: str = "mode.dataset_path") -> str:
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise DatasetError(f"{key}={path}: unknown dataset format {path.suffix or '(no extension)'!r}; "
-                           f"use a .jsonl file (docs/offline_datasets.md) or a Unity .demo file")
+                           f"use a .jsonl file (data/demos/README.md) or a Unity .demo file")
     return fmt
 
 

@@ -1,4 +1,4 @@
-"""JSONL demonstrations: one JSON object per agent decision (schema: docs/offline_datasets.md).
+"""JSONL demonstrations: one JSON object per agent decision (schema: data/demos/README.md).
 
     {"schema": "mlagents-demo-jsonl/1", "behavior_name": "NavigationAgent", ...}     <- optional header
     {"episode": 0, "agent": 0, "step": 0, "obs": {"raycast": [...], "velocity": [...], "target": [...]},

@@ -14,7 +14,7 @@ METHODS = ("bc", "awr")
 @dataclass
 class ModeConfig:
     name: str = "online"
-    # A .jsonl (docs/offline_datasets.md) or a Unity .demo file; required for offline and hybrid.
+    # A .jsonl (data/demos/README.md) or a Unity .demo file; required for offline and hybrid.
     dataset_path: Optional[str] = None
     # bc: behavioural cloning; awr: advantage-weighted regression (needs rewards in the dataset).
     method: str = "bc"
