@@ -170,8 +170,9 @@ def test_parallel_seeds_lose_nothing_and_aggregate_into_mean_and_interval(tmp_pa
     assert all(c.info.status == "FINISHED" and "eval/success_rate" in c.data.metrics for c in children)
     for child in children:  # every summary period of both trainings arrived
         train = client.get_run(child.data.tags["pipeline.train_run_id"])
-        for key in ("Environment/Cumulative Reward", "Losses/Policy Loss"):
+        for key in ("Environment/Cumulative Reward", "Environment/Episode Length"):
             assert [m.step for m in client.get_metric_history(train.info.run_id, key)] == [1000, 2000, 3000]
+        assert [m.step for m in client.get_metric_history(train.info.run_id, "Losses/Policy Loss")][-1] == 3000
     # One configuration, two seeds: mean and a t-interval across them.
     assert "| `default` **best** | 2/2 |" in proc.stdout or "| `default` | 2/2 |" in proc.stdout
     assert "| 2 seeds |" in proc.stdout
@@ -179,3 +180,50 @@ def test_parallel_seeds_lose_nothing_and_aggregate_into_mean_and_interval(tmp_pa
                                                            str(tmp_path))).read_text())["rows"]
     assert rows[0]["success"]["n"] == 2 and rows[0]["success"]["kind"] == "seeds"
     assert rows[0]["reward"]["low"] <= rows[0]["reward"]["mean"] <= rows[0]["reward"]["high"]
+
+
+# -- Optuna search ---------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_optuna_search_trials_are_children_and_the_best_config_is_saved_ready_to_use(tmp_path):
+    env = sweep_store(tmp_path)
+    uri = env["MLFLOW_TRACKING_URI"]
+    tuned = tmp_path / "tuned"
+    proc = run(["-m", "pipeline.run", "-m", "+search=ppo", "hydra.sweeper.n_trials=2", *TINY_NO_RESULTS,
+                f"results_dir={tmp_path / 'results'}", f"hydra.sweep.dir={tmp_path / 'multirun'}",
+                f"hydra.callbacks.mlflow_sweep.tuned_dir={tuned}"], env, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (parent,) = runs_of(uri, "tags.`pipeline.stage` = 'search'")
+    assert parent.info.status == "FINISHED"
+    assert parent.data.params["search.algorithm.hyperparameters.learning_rate"] == "tag(log, interval(0.0001, 0.003))"
+    children = runs_of(uri, f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    trials = [c for c in children if c.data.tags.get("sweep.role") != "baseline"]
+    (baseline,) = [c for c in children if c.data.tags.get("sweep.role") == "baseline"]
+    assert len(trials) == 2 and all(c.info.status == "FINISHED" for c in children)
+    assert all("algorithm.hyperparameters.learning_rate" in t.data.params and "eval/success_rate" in t.data.metrics
+               for t in trials)
+    assert "eval/success_rate" in baseline.data.metrics
+    tags = mlflow.MlflowClient(uri).get_run(parent.info.run_id).data.tags
+    assert tags["search.best_run_id"] in {t.info.run_id for t in trials}
+    assert tags["search.improved"] in ("true", "false")
+    verdict = "improved on the default" if tags["search.improved"] == "true" else "did not improve on the default"
+    assert verdict in tags["search.verdict"] or "point estimate only" in tags["search.verdict"]
+    assert tags["search.verdict"] in proc.stdout
+
+    # The saved file is a conf/algorithm option: it composes and validates like ppo.yaml.
+    path = tuned / "ppo_nav_tuned.yaml"
+    assert f"best config saved to {path} (use algorithm=ppo_nav_tuned)" in proc.stdout
+    saved = yaml.safe_load(path.read_text())
+    best = next(t for t in trials if t.info.run_id == tags["search.best_run_id"])
+    assert saved["hyperparameters"]["learning_rate"] == pytest.approx(
+        float(best.data.params["algorithm.hyperparameters.learning_rate"]))
+    assert saved["max_steps"] == 3000 and saved["trainer_type"] == "ppo"
+    from pipeline.config.compose import compose_config
+    from pipeline.config.plan import build_plan
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.to_container(compose_config(), resolve=True)
+    cfg["algorithm"] = saved
+    assert build_plan(cfg).trainer_settings.hyperparameters.learning_rate == pytest.approx(
+        saved["hyperparameters"]["learning_rate"])
+    assert "search/ppo_nav_tuned.yaml" in {a.path for a in mlflow.MlflowClient(uri).list_artifacts(
+        parent.info.run_id, "search")}
