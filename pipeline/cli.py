@@ -37,7 +37,8 @@ def overrides_from(args: argparse.Namespace) -> list[str]:
     out = []
     for key, override in (("asset", "asset"), ("algorithm", "algorithm"), ("mode", "mode"),
                           ("max_steps", "max_steps"), ("seed", "seed"), ("env_path", "env_path"),
-                          ("unity_project", "build.unity_project"), ("editor_path", "build.editor_path")):
+                          ("unity_project", "build.unity_project"), ("editor_path", "build.editor_path"),
+                          ("resume", "resume")):
         value = getattr(args, key, None)
         if value not in (None, ""):
             out.append(f"{override}={value}")
@@ -48,6 +49,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pipeline.cli", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="stage", required=True)
+    reap = sub.add_parser("reap", help="mark training runs whose process died (RUNNING forever) as FAILED")
+    reap.add_argument("--experiment", default=None, help="only this experiment (default: all)")
     for stage in ("main", "build", "train", "evaluate", "register"):
         s = sub.add_parser(stage)
         s.add_argument("--asset", default="nav")
@@ -58,6 +61,7 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument("--mode", default="online")
             s.add_argument("--max_steps", default="")
             s.add_argument("--seed", default="0")
+            s.add_argument("--resume", default="", help="an interrupted training's run id, or 'latest'")
         if stage in ("main", "train", "build"):
             s.add_argument("--env_path", default="", help="a Unity player build")
         if stage in ("main", "build"):
@@ -72,6 +76,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parser().parse_args(argv)
+    if args.stage == "reap":
+        _reap(args.experiment)
+        return
     if args.stage == "main":
         from pipeline.sweeps import handoff
 
@@ -96,6 +103,20 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             result = register.register(plan, args.run_id)
     if args.result_json:
         args.result_json.write_text(json.dumps(asdict(result) if is_dataclass(result) else result, indent=2, default=str))
+
+
+def _reap(experiment: Optional[str]) -> None:
+    import mlflow
+
+    from pipeline.tracking import store
+    from pipeline.training.resume import reap
+
+    store.configure()
+    client = mlflow.MlflowClient()
+    ids = [client.get_experiment_by_name(experiment).experiment_id] if experiment else \
+        [e.experiment_id for e in client.search_experiments()]
+    reaped = reap(ids)
+    print(f"reap: {len(reaped)} dead training run(s) marked FAILED" + "".join(f"\n  {r}" for r in reaped))
 
 
 if __name__ == "__main__":

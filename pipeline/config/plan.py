@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline.config.errors import ConfigError
 from pipeline.registry.settings import check_registry_config
+from pipeline.training.resume import check_resume_value
 from pipeline.unity.player import player_path
 from pipeline.sim import SIMULATIONS, World
 
@@ -102,6 +103,7 @@ def build_plan(cfg: DictConfig | dict) -> RunPlan:
 
     _check_env(raw["env"], raw["evaluation"])
     check_registry_config(raw["registry"])
+    check_resume_value(raw.get("resume"))
     behavior, simulation = _check_asset(raw["asset"], raw.get("env_path"))
     settings = _check_algorithm(raw["algorithm"], max_steps)
     # offline/hybrid: the dataset is read and checked against the asset now, before any run exists.

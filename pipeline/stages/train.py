@@ -10,6 +10,7 @@ import mlflow
 import onnx
 import yaml
 
+from pipeline.config.errors import ConfigError
 from pipeline.config.plan import RunPlan
 from pipeline.reporting import plots
 from pipeline.stages.common import experiment_for, plan_tags
@@ -17,6 +18,7 @@ from pipeline.tracking import runs
 from pipeline.tracking.runs import StageInterrupted, stage_run
 from pipeline.tracking.stats_writer import MLflowStatsWriter, ProgressWriter
 from pipeline.tracking.store import REPO_ROOT
+from pipeline.training import resume
 
 CURVE_METRICS = ("Environment/Cumulative Reward", "Environment/Success Rate", "Environment/Episode Length",
                  "Policy/Entropy")
@@ -40,19 +42,33 @@ def train(plan: RunPlan, build_run_id: Optional[str] = None) -> TrainResult:
     tags = {**plan_tags(plan), **runs.code_version(), **runs.software_versions()}
     if build_run_id:
         tags["pipeline.build_run_id"] = build_run_id
-    with stage_run("train", experiment_for(plan), f"train-{plan.asset_id}-{plan.algorithm}-s{plan.seed}", tags) as run:
+    experiment = experiment_for(plan)
+    resume_id, results_root = None, Path(plan.cfg["results_dir"])
+    results_root = results_root if results_root.is_absolute() else REPO_ROOT / results_root
+    if plan.cfg.get("resume"):  # decided before the run is touched: a bad resume changes nothing
+        if plan.mode != "online":
+            raise ConfigError(f"resume: only online training resumes; mode={plan.mode} restarts from its dataset")
+        resume_id, write_path = resume.resumable_run(plan.cfg["resume"], plan.asset_id, experiment)
+        results_root = write_path.parent
+    with stage_run("train", experiment, f"train-{plan.asset_id}-{plan.algorithm}-s{plan.seed}", tags,
+                   run_id=resume_id) as run:
         run_id = run.info.run_id
-        runs.log_params({**plan.cfg, "max_steps": plan.max_steps})
-        mlflow.log_text(yaml.safe_dump(plan.trainer_config(), sort_keys=False), "trainer_config.yaml")
-        mlflow.log_text(yaml.safe_dump(plan.cfg, sort_keys=False), "config.yaml")
-        results_root = Path(plan.cfg["results_dir"])
-        results_root = results_root if results_root.is_absolute() else REPO_ROOT / results_root
-        runs.set_tags({"results_dir": str(results_root / run_id)})
+        if resume_id:
+            n = int(run.data.tags.get("pipeline.resumed", "0")) + 1
+            runs.set_tags({"pipeline.resumed": str(n)})
+            print(f"train: resuming run {run_id} from its last checkpoint (resume #{n})", flush=True)
+        else:
+            runs.log_params({**plan.cfg, "max_steps": plan.max_steps})
+            mlflow.log_text(yaml.safe_dump(plan.trainer_config(), sort_keys=False), "trainer_config.yaml")
+            mlflow.log_text(yaml.safe_dump(plan.cfg, sort_keys=False), "config.yaml")
+            runs.set_tags({"results_dir": str(results_root / run_id)})
 
         if plan.mode == "online":
-            writers = [MLflowStatsWriter(run_id, plan.behavior_name), ProgressWriter(plan.max_steps)]
+            writers = [MLflowStatsWriter(run_id, plan.behavior_name, resumed=bool(resume_id)),
+                       ProgressWriter(plan.max_steps)]
             try:
-                outcome = mlagents_trainer.train(plan, results_root, run_id, writers)
+                with resume.training_lock(results_root / run_id):
+                    outcome = mlagents_trainer.train(plan, results_root, run_id, writers, resume=bool(resume_id))
             except BaseException:
                 from pipeline.unity.player_logs import attach_player_logs
 

@@ -18,11 +18,16 @@ class StageInterrupted(Exception):
 
 
 @contextlib.contextmanager
-def stage_run(stage: str, experiment_id: str, run_name: str, tags: Mapping[str, str]) -> Iterator[mlflow.ActiveRun]:
-    """Start this stage's run: a child of the active run, the run `mlflow run` created, or a new one."""
+def stage_run(stage: str, experiment_id: str, run_name: str, tags: Mapping[str, str],
+              run_id: Optional[str] = None) -> Iterator[mlflow.ActiveRun]:
+    """Start this stage's run: a child of the active run, the run `mlflow run` created, or a new one.
+
+    run_id: reopen that run instead (a resumed training continues its own run)."""
     nested = mlflow.active_run() is not None
     tags = {"pipeline.stage": stage, **tags}
-    if not nested and os.environ.get("MLFLOW_RUN_ID"):  # `mlflow run` made this stage's run for us
+    if run_id:
+        run = mlflow.start_run(run_id=run_id, nested=nested)
+    elif not nested and os.environ.get("MLFLOW_RUN_ID"):  # `mlflow run` made this stage's run for us
         run = mlflow.start_run(tags=tags)
     else:
         run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, nested=nested, tags=tags)

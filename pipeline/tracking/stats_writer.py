@@ -36,11 +36,19 @@ class _Rate:
 class MLflowStatsWriter(StatsWriter):
     """Logs every summary period's statistics to one MLflow run, at the ML-Agents step."""
 
-    def __init__(self, run_id: str, primary_category: Optional[str] = None, client: Optional[MlflowClient] = None):
+    def __init__(self, run_id: str, primary_category: Optional[str] = None, client: Optional[MlflowClient] = None,
+                 resumed: bool = False):
         self.run_id = run_id
         self.primary = primary_category
         self.client = client or MlflowClient()
         self._rate = _Rate()
+        # A resumed training replays the steps since its last checkpoint; the killed attempt already
+        # logged those summaries, so each key continues after its last logged step (no duplicates).
+        self._logged_through: dict[str, int] = {}
+        if resumed:
+            for key in self.client.get_run(run_id).data.metrics:
+                self._logged_through[key] = max((m.step for m in self.client.get_metric_history(run_id, key)),
+                                                default=-1)
 
     def _key(self, category: str, key: str) -> str:
         # One behavior per asset is the common case: keep ML-Agents' names as users know them.
@@ -53,6 +61,7 @@ class MLflowStatsWriter(StatsWriter):
         rate = self._rate.update(category, step)
         if rate is not None:
             metrics.append(Metric(self._key(category, STEPS_PER_SECOND), rate, now, step))
+        metrics = [m for m in metrics if m.step > self._logged_through.get(m.key, -1)]
         for i in range(0, len(metrics), 1000):
             self.client.log_batch(self.run_id, metrics=metrics[i:i + 1000])
 

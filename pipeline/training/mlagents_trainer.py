@@ -8,6 +8,7 @@ model), and resetting ML-Agents' process-global state so several runs can share 
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
 from dataclasses import dataclass
@@ -41,34 +42,38 @@ class TrainingOutcome:
     interrupted: bool  # stopped by SIGINT/SIGTERM before max_steps
 
 
-def run_options_for(plan: RunPlan, results_dir: Path, run_id: str) -> RunOptions:
+def run_options_for(plan: RunPlan, results_dir: Path, run_id: str, resume: bool = False) -> RunOptions:
     register_trainer_plugins()
     options = plan.trainer_config()
     # ML-Agents only allows num_envs > 1 with a build; our factory provides the workers itself.
     options["env_settings"] = {**options["env_settings"], "num_envs": 1}
-    options["checkpoint_settings"] = {"run_id": run_id, "results_dir": str(results_dir)}
+    options["checkpoint_settings"] = {"run_id": run_id, "results_dir": str(results_dir), "resume": resume}
     return RunOptions.from_dict(options)
 
 
-def train(plan: RunPlan, results_dir: Path, run_id: str, writers: Sequence[StatsWriter] = ()) -> TrainingOutcome:
-    options = run_options_for(plan, results_dir, run_id)
+def train(plan: RunPlan, results_dir: Path, run_id: str, writers: Sequence[StatsWriter] = (),
+          resume: bool = False) -> TrainingOutcome:
+    """resume: continue <results_dir>/<run_id> from its checkpoints, as `mlagents-learn --resume` does."""
+    options = run_options_for(plan, results_dir, run_id, resume)
     write_path = Path(options.checkpoint_settings.write_path)
     run_logs = Path(options.checkpoint_settings.run_logs_dir)
-    learn.validate_existing_directories(str(write_path), False, False, None)
+    learn.validate_existing_directories(str(write_path), resume, False, None)
     run_logs.mkdir(parents=True, exist_ok=True)
     _reset_mlagents_globals()
+    if resume:  # step counters, checkpoint list and curriculum lesson of the interrupted attempt
+        GlobalTrainingStatus.load_state(str(run_logs / learn.TRAINING_STATUS_FILE_NAME))
     torch_utils.set_torch_config(options.torch_settings)
 
     factory = env_factory.for_plan(plan, log_folder=run_logs)  # a Unity player writes Player-<i>.log there
     env_manager = SubprocessEnvManager(factory, options, plan.cfg["env"]["num_envs"])
-    param_manager = EnvironmentParameterManager(options.environment_parameters, plan.seed, restore=False)
+    param_manager = EnvironmentParameterManager(options.environment_parameters, plan.seed, restore=resume)
     trainer_factory = TrainerFactory(
-        trainer_config=options.behaviors, output_path=str(write_path), train_model=True, load_model=False,
+        trainer_config=options.behaviors, output_path=str(write_path), train_model=True, load_model=resume,
         seed=plan.seed, param_manager=param_manager, init_path=None, multi_gpu=False)
     controller = TrainerController(trainer_factory, str(write_path), run_id, param_manager, True, plan.seed)
 
     stop = _StopRequest()
-    with _stats_writers(options, writers), stop.on_sigterm():
+    with _stats_writers(options, [*writers, TrainingStatusWriter(run_logs)]), stop.on_sigterm():
         try:
             controller.start_learning(env_manager)
         finally:
@@ -87,6 +92,21 @@ def train(plan: RunPlan, results_dir: Path, run_id: str, writers: Sequence[Stats
         steps=steps,
         interrupted=stop.requested or steps < plan.max_steps,
     )
+
+
+class TrainingStatusWriter(StatsWriter):
+    """Persist ML-Agents' training_status.json (steps, checkpoints, lesson) at every summary, atomically.
+
+    mlagents-learn writes it only when training ends, so a killed run loses it; a resume needs it.
+    """
+
+    def __init__(self, run_logs: Path):
+        self.path = run_logs / learn.TRAINING_STATUS_FILE_NAME
+
+    def write_stats(self, category, values, step) -> None:
+        tmp = self.path.with_suffix(".json.tmp")
+        GlobalTrainingStatus.save_state(str(tmp))
+        os.replace(tmp, self.path)  # a kill mid-write leaves the previous, complete file
 
 
 def _reset_mlagents_globals() -> None:
