@@ -38,7 +38,7 @@ def overrides_from(args: argparse.Namespace) -> list[str]:
     for key, override in (("asset", "asset"), ("algorithm", "algorithm"), ("mode", "mode"),
                           ("max_steps", "max_steps"), ("seed", "seed"), ("env_path", "env_path"),
                           ("unity_project", "build.unity_project"), ("editor_path", "build.editor_path"),
-                          ("resume", "resume")):
+                          ("resume", "resume"), ("dataset_path", "mode.dataset_path")):
         value = getattr(args, key, None)
         if value not in (None, ""):
             out.append(f"{override}={value}")
@@ -62,6 +62,7 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument("--max_steps", default="")
             s.add_argument("--seed", default="0")
             s.add_argument("--resume", default="", help="an interrupted training's run id, or 'latest'")
+            s.add_argument("--dataset_path", default="", help="demonstrations for mode=offline|hybrid (.jsonl, .demo)")
         if stage in ("main", "train", "build"):
             s.add_argument("--env_path", default="", help="a Unity player build")
         if stage in ("main", "build"):
