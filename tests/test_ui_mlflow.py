@@ -100,7 +100,7 @@ def test_mlflow_ui_lists_the_sweeps_children_with_params_and_eval_metrics(tmp_pa
     with TrackingServer(uri, log_path=tmp_path / "mlflow_ui.log", ui=True) as ui:
         browser = Browser(tmp_path / "chromium-profile")
         try:
-            browser.open(f"{ui.url}/#/experiments/{exp}")
+            browser.open(f"{ui.url}/#/experiments/{exp}/runs")
             listing = browser.text_once(parent.info.run_name)
             assert parent.info.run_name in listing  # the sweep's parent run is in the experiment's runs
 
