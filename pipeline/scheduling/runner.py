@@ -107,6 +107,7 @@ class Runner:
         self.tasks: dict[tuple[str, str, str], asyncio.Task] = {}
         self.cancels: dict[tuple[str, str, str], asyncio.Event] = {}
         self.stopping = asyncio.Event()
+        self._wake = asyncio.Event()  # a job ended: a queued job may start now rather than at the next tick
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._registered = False
         self._crashed = False
@@ -294,6 +295,7 @@ class Runner:
             self.cancels.pop(job.key, None)
         if not self._crashed:
             self._finish(s, job, result, why=None)
+            self._wake.set()
 
     def _set_pid(self, key, pid: int, start: Optional[str]) -> None:
         with self.store.transaction():
@@ -416,11 +418,12 @@ class Runner:
         self.print_next()
         try:
             while not self.stopping.is_set():
+                self._wake.clear()
                 await self.tick()
-                try:
-                    await asyncio.wait_for(self.stopping.wait(), timeout=self._seconds_to_next())
-                except asyncio.TimeoutError:
-                    pass
+                waits = [asyncio.ensure_future(self.stopping.wait()), asyncio.ensure_future(self._wake.wait())]
+                await asyncio.wait(waits, timeout=self._seconds_to_next(), return_when=asyncio.FIRST_COMPLETED)
+                for w in waits:
+                    w.cancel()
             await self._shutdown()
         finally:
             delivery_stop.set()
