@@ -23,7 +23,7 @@ from pipeline.scheduling import webhooks
 from pipeline.scheduling.claims import ClaimStore
 from pipeline.scheduling.cron import UTC, CronError, CronSchedule
 from pipeline.scheduling.runner import Runner, RunnerSettings
-from pipeline.scheduling.schedule import Schedule, ScheduleError
+from pipeline.scheduling.schedule import Schedule
 from pipeline.scheduling.settings import load_schedules
 from tests.conftest import PYTHON, REPO, child_env
 
@@ -279,7 +279,8 @@ def test_due_fire_launches_once_and_reports_signed_events(tmp_path, receiver):
         await r.tick()
         await r.tick()  # a second pass in the same minute changes nothing
         await settle()
-        assert launcher.launched == [("nightly", "2025-01-01T02:00", "agent-1"), ("nightly", "2025-01-01T02:00", "nav-001")]
+        assert launcher.launched == [("nightly", "2025-01-01T02:00", "agent-1"),
+                                     ("nightly", "2025-01-01T02:00", "nav-001")]
         launcher.finish(("nightly", "2025-01-01T02:00", "agent-1"))
         launcher.finish(("nightly", "2025-01-01T02:00", "nav-001"), status="FAILED")
         await settle()
@@ -294,7 +295,8 @@ def test_due_fire_launches_once_and_reports_signed_events(tmp_path, receiver):
     ok, failed = got[2]["body"], got[3]["body"]
     assert (ok["schedule_id"], ok["scheduled_minute"], ok["asset_id"], ok["due_at"]) == \
         ("nightly", "2025-01-01T02:00", "agent-1", "2025-01-01T02:00:00+00:00")
-    assert ok["run_id"] == "run-2025-01-01T02:00-agent-1" and ok["run_ids"] == {"train": "train-2025-01-01T02:00-agent-1"}
+    assert ok["run_id"] == "run-2025-01-01T02:00-agent-1"
+    assert ok["run_ids"] == {"train": "train-2025-01-01T02:00-agent-1"}
     assert ok["eval_metrics"] == {"eval/success_rate": 0.8} and ok["registry"]["decision"] == "promoted"
     assert failed["status"] == "FAILED" and failed["reason"] == "boom"
     assert [f["state"] for f in r.store.fires()] == ["done"]
@@ -312,7 +314,9 @@ def test_signature_check_rejects_tampering_and_replays():
 def test_two_runners_on_one_database_never_double_fire(tmp_path):
     async def go():
         clock, launcher = Clock(datetime(2025, 1, 1, 0, 0, 30, tzinfo=UTC)), ScriptedLauncher()
-        schedules = lambda: [sched("often", "*/10 * * * *", assets=("a", "b")), sched("hourly", "0 * * * *")]  # noqa: E731
+        def schedules():
+            return [sched("often", "*/10 * * * *", assets=("a", "b")), sched("hourly", "0 * * * *")]
+
         a, b = (runner(tmp_path, schedules(), launcher, clock, sqlite_synchronous="NORMAL") for _ in range(2))
         rng = random.Random(1)
         for _ in range(6 * 12):  # half a day of 10-minute fires
@@ -507,10 +511,12 @@ def test_unreachable_or_slow_receiver_is_retried_with_backoff(tmp_path):
 def test_simulated_week_with_random_restarts(tmp_path, receiver):
     """Every due fire launches exactly once or is skipped with an event; the cap always holds."""
     cap = 3
-    make = lambda: [sched("often", "15 */2 * * *", assets=("a", "b"), misfire="run_once", misfire_grace_seconds=1800,
-                          overlap="allow"),
-                    sched("hourly", "0 * * * *", assets=("c",), overlap="forbid"),
-                    sched("nightly", "0 2 * * *", zone="Europe/Berlin", assets=("d", "e", "f"), overlap="replace")]  # noqa: E731
+    def make():
+        return [sched("often", "15 */2 * * *", assets=("a", "b"), misfire="run_once", misfire_grace_seconds=1800,
+                      overlap="allow"),
+                sched("hourly", "0 * * * *", assets=("c",), overlap="forbid"),
+                sched("nightly", "0 2 * * *", zone="Europe/Berlin", assets=("d", "e", "f"), overlap="replace")]
+
     start, end = datetime(2025, 3, 27, tzinfo=UTC), datetime(2025, 4, 3, tzinfo=UTC)  # spans Berlin's DST change
     rng = random.Random(7)
 
@@ -581,3 +587,30 @@ def test_simulated_week_with_random_restarts(tmp_path, receiver):
     ended = [(e["schedule_id"], e["scheduled_minute"], e["asset_id"]) for e in evs
              if e["event"] in ("fire.succeeded", "fire.failed")]
     assert sorted(ended) == sorted(started) and len(started) == len(launcher.launched)
+
+
+def test_recovery_closes_runs_a_killed_runner_left_running(store, tmp_path):
+    """kill -9 of runner and child leaves MLflow runs RUNNING: the next runner ends them KILLED."""
+    import mlflow
+
+    from mlops_unity_pipeline import UnityMLOpsOrchestrator
+    from pipeline.scheduling.claims import JobRecord
+    from pipeline.scheduling.launcher import PipelineLauncher, fire_job
+    from pipeline.tracking import store as tracking
+
+    tracking.configure()
+    exp = tracking.experiment_id("unity-mlagents")
+    client = mlflow.MlflowClient()
+    tags = {"schedule_id": "nightly", "scheduled_minute": "2025-01-01T02:00", "asset": "nav-001"}
+    main = client.create_run(exp, tags={**tags, "pipeline.stage": "main"}).info.run_id
+    train = client.create_run(exp, tags={**tags, "pipeline.stage": "train"}).info.run_id
+    gone = subprocess.Popen([PYTHON, "-c", "pass"])
+    gone.wait()
+    record = JobRecord("nightly", "2025-01-01T02:00", "nav-001", 0, "started", "dead-runner", gone.pid, None,
+                       0.0, None, None, None)
+    launcher = PipelineLauncher(UnityMLOpsOrchestrator(), tmp_path / "results")
+    job = fire_job(template("nav-001"), "nightly", "2025-01-01T02:00", "UTC")
+    result = launcher.recover(record, job, "runner dead-runner stopped while this job ran")
+    assert (result.status, result.run_id, result.run_ids) == ("KILLED", main, {"train": train})
+    assert result.error == "runner dead-runner stopped while this job ran"
+    assert [client.get_run(r).info.status for r in (main, train)] == ["KILLED", "KILLED"]

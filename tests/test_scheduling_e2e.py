@@ -7,7 +7,6 @@ import re
 import signal
 import sqlite3
 import subprocess
-import time
 from datetime import datetime, timedelta
 
 import mlflow
@@ -23,7 +22,8 @@ GUIDE = REPO / "docs" / "unity_mlops_setup_guide.md"
 
 
 def guide_example() -> str:
-    text = GUIDE.read_text() if GUIDE.exists() else (REPO.parent.parent / "shared/seed/unity_mlops_setup_guide.md").read_text()
+    source = GUIDE if GUIDE.exists() else REPO.parent.parent / "shared/seed/unity_mlops_setup_guide.md"
+    text = source.read_text()
     section = text.split("## 24/7 Scheduling", 1)[1]
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 

@@ -11,7 +11,6 @@ import asyncio
 import os
 import signal
 import socket
-import sys
 import threading
 import uuid
 from dataclasses import asdict, dataclass
@@ -201,13 +200,15 @@ class Runner:
                                                                   now, skipped_reason="misfire")]
             if skipped:
                 self._event("fire.skipped", {
-                    **self._fire_payload(s, s.schedule_id, skipped[-1].scheduled_minute, skipped[-1].due_at.timestamp()),
+                    **self._fire_payload(s, s.schedule_id, skipped[-1].scheduled_minute,
+                                         skipped[-1].due_at.timestamp()),
                     "reason": "misfire", "assets": s.asset_ids, "missed": len(skipped),
                     "scheduled_minutes": [f.scheduled_minute for f in skipped][-MAX_LISTED:],
                     "detail": f"{len(skipped)} fire(s) were due while no runner was up; misfire policy "
                               f"{s.misfire!r}"}, now)
                 self.log(f"{s.schedule_id}: skipped {len(skipped)} missed fire(s) "
-                         f"({skipped[0].scheduled_minute} .. {skipped[-1].scheduled_minute}): misfire policy {s.misfire}")
+                         f"({skipped[0].scheduled_minute} .. {skipped[-1].scheduled_minute}): "
+                         f"misfire policy {s.misfire}")
             for f in run:
                 claimed_any |= self._claim_one(s, f, now)
             self.store.set_watermark(s.schedule_id, now)
@@ -227,7 +228,8 @@ class Runner:
             return False
         active = self.store.active_fires(s.schedule_id)
         if active and s.overlap == "forbid":
-            self.store.claim_fire(s.schedule_id, minute, due, s.asset_ids, self.runner_id, now, skipped_reason="overlap")
+            self.store.claim_fire(s.schedule_id, minute, due, s.asset_ids, self.runner_id, now,
+                                  skipped_reason="overlap")
             self._event("fire.skipped", {**payload, "reason": "overlap", "running_fires": active,
                                          "detail": f"overlap policy forbid: {', '.join(active)} still running"}, now)
             self.log(f"{s.schedule_id} {minute}: skipped, {', '.join(active)} still running (overlap=forbid)")
@@ -242,7 +244,8 @@ class Runner:
     def _replace(self, s: Schedule, old: str, new: str, now: float) -> None:
         reason = f"replaced by the {new} fire (overlap policy replace)"
         self.store.request_cancel(s.schedule_id, old, reason)
-        for job in self.store.jobs("j.schedule_id=? AND j.scheduled_minute=? AND j.state='pending'", (s.schedule_id, old)):
+        for job in self.store.jobs("j.schedule_id=? AND j.scheduled_minute=? AND j.state='pending'",
+                                   (s.schedule_id, old)):
             self.store.finish_job(job.key, "skipped", None, now)
             self._event("fire.skipped", {**self._fire_payload(s, s.schedule_id, old, job.due_at),
                                          "reason": "overlap", "asset_id": job.asset_id, "detail": reason}, now)
