@@ -14,7 +14,7 @@ export PYTHONUNBUFFERED := 1
 ASSET ?= nav
 ARGS ?=
 
-.PHONY: venv run test bench ui lock clean
+.PHONY: venv run test browser bench bench-offline ui lock clean
 
 venv: $(STAMP)
 
@@ -31,11 +31,23 @@ $(STAMP): requirements.lock pyproject.toml
 run: $(STAMP)
 	$(BIN)/mlflow run . -P asset=$(ASSET) --env-manager local $(ARGS)
 
-test: $(STAMP)
-	$(BIN)/python -m pytest -q $(ARGS)
+test: $(STAMP) browser
+	$(BIN)/python -m pytest -q --durations=15 $(ARGS)
+
+# Headless Chromium for the MLflow UI test (Debian packages). Best effort: where it cannot be installed
+# (no root, no apt), that one test skips and says why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+	  || echo "chromium not installed: the MLflow UI test will skip"; }
 
 bench: $(STAMP)
 	$(BIN)/python scripts/bench.py $(ARGS)
+	$(BIN)/python scripts/bench_protocol.py --steps 500
+	$(BIN)/python scripts/bench_scheduler.py
+
+bench-offline: $(STAMP)
+	$(BIN)/python -m pipeline.offline.benchmark --seeds 0 1 2
 
 ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri "$(MLFLOW_TRACKING_URI)" --host 127.0.0.1 --port 5000
