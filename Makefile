@@ -14,7 +14,7 @@ export PYTHONUNBUFFERED := 1
 ASSET ?= nav
 ARGS ?=
 
-.PHONY: venv run test browser bench bench-offline ui lock clean
+.PHONY: venv run test browser bench bench-offline schedule ui lock clean
 
 venv: $(STAMP)
 
@@ -45,6 +45,9 @@ bench: $(STAMP)
 	$(BIN)/python scripts/bench.py $(ARGS)
 	$(BIN)/python scripts/bench_protocol.py --steps 500
 	$(BIN)/python scripts/bench_scheduler.py
+
+schedule: $(STAMP)
+	$(BIN)/python scripts/cron_runner.py $(ARGS)
 
 bench-offline: $(STAMP)
 	$(BIN)/python -m pipeline.offline.benchmark --seeds 0 1 2

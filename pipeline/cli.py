@@ -16,11 +16,13 @@ from typing import Iterator, Optional, Sequence
 from pipeline.config.errors import ConfigError
 
 EXIT_CONFIG = 2
+EXIT_INTERRUPTED = 143  # 128 + SIGTERM, what a shell reports for a terminated process
 
 
 @contextlib.contextmanager
 def reported() -> Iterator[None]:
     """Failure handling for every entry point: bad input is one clear line and exit code 2."""
+    from pipeline.tracking.runs import StageInterrupted
     from pipeline.unity.editor import BuildFailed
 
     try:
@@ -31,6 +33,9 @@ def reported() -> Iterator[None]:
     except BuildFailed as exc:  # the editor's own error, already logged with Editor.log on the build run
         print(f"error: build failed: {exc}", file=sys.stderr, flush=True)
         sys.exit(1)
+    except (StageInterrupted, KeyboardInterrupt) as exc:  # SIGTERM/Ctrl-C: saved and ended KILLED
+        print(f"interrupted: {exc}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_INTERRUPTED)
 
 
 def overrides_from(args: argparse.Namespace) -> list[str]:

@@ -77,7 +77,12 @@ def train(plan: RunPlan, results_dir: Path, run_id: str, writers: Sequence[Stats
         try:
             controller.start_learning(env_manager)
         finally:
-            env_manager.close()
+            try:
+                env_manager.close()
+            except (EOFError, OSError, BrokenPipeError):
+                # After a signal a worker can die mid-message; ML-Agents then fails to read its reply.
+                # The model is saved already; a noisy close must not turn a KILLED run into FAILED.
+                pass
             learn.write_run_options(str(write_path), options)
             learn.write_timing_tree(str(run_logs))
             learn.write_training_status(str(run_logs))
