@@ -11,6 +11,7 @@ N_OBSTACLES = 2
 OBSTACLE_RADIUS = 0.15
 WAYPOINT_RADIUS = 0.12
 SPEED = 0.08
+NEAR_DISTANCE = 0.1  # clearance under which the agent is penalised for being close to an obstacle
 
 
 class PatrolWorld(World):
@@ -66,7 +67,10 @@ class PatrolWorld(World):
         self.pos, self.vel, _, collided = arena.move(self.pos, self.vel, self.centers, self.radii, SPEED)
         after = np.linalg.norm(self._current() - self.pos, axis=1)
         reached = after < WAYPOINT_RADIUS
-        reward = 1.0 * (before - after) - 0.002 + 0.5 * reached - 1.0 * collided
+        # Brushing past an obstacle costs a little, so avoidance is learnt before the first crash.
+        clearance = np.min(np.linalg.norm(self.pos[:, None] - self.centers, axis=-1) - self.radii, axis=1) - arena.AGENT_RADIUS
+        near = np.clip(1.0 - clearance / NEAR_DISTANCE, 0.0, 1.0)
+        reward = 1.0 * (before - after) - 0.002 + 0.5 * reached - 1.0 * collided - 0.05 * near
         self.next = self.next + reached
         done_route = self.next >= N_WAYPOINTS
         # A collision ends the patrol as a failure: the point of the task is to never touch anything.
