@@ -38,6 +38,22 @@ def wait_for_checkpoint(tmp_path: Path, proc: subprocess.Popen, timeout: float =
     raise AssertionError("no checkpoint appeared")
 
 
+def orphans(parent_pid: int) -> list[int]:
+    """Live processes left from the killed trainer (its forked environment workers share its command line)."""
+    found = []
+    for proc_dir in Path("/proc").iterdir():
+        try:
+            if not proc_dir.name.isdigit() or int(proc_dir.name) == parent_pid:
+                continue
+            state = (proc_dir / "stat").read_text().rsplit(") ", 1)[1].split()[0]
+            cmd = (proc_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            if state != "Z" and "pipeline.cli train" in cmd and "--max_steps 60000" in cmd:
+                found.append(int(proc_dir.name))
+        except (OSError, IndexError):
+            continue
+    return found
+
+
 def steps_of(run_id: str, key: str = "Environment/Cumulative Reward") -> list[int]:
     return [m.step for m in sorted(mlflow.MlflowClient().get_metric_history(run_id, key), key=lambda m: m.timestamp)]
 
@@ -75,6 +91,11 @@ def test_sigkill_is_reaped_as_failed_and_resume_latest_continues_it(store, tmp_p
     time.sleep(1.0)
     proc.kill()
     proc.wait(timeout=60)
+    # Its environment workers die with it instead of waiting forever on the trainer's pipe.
+    deadline = time.monotonic() + 30
+    while orphans(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert orphans(proc.pid) == []
     (run,) = [r for r in all_runs() if r.data.tags.get("pipeline.stage") == "train"]
     assert run.info.status == "RUNNING"  # what MLflow alone would leave forever
 

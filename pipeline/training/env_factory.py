@@ -6,6 +6,7 @@ the asset's built-in simulation, in process.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, List
@@ -20,6 +21,24 @@ from pipeline.sim.unity_env import SimulatedUnityEnv
 EnvFactory = Callable[[int, List[SideChannel]], BaseEnv]
 
 
+def die_with_trainer() -> None:
+    """Called in each ML-Agents environment worker: exit when the trainer process dies.
+
+    A forked worker keeps its own copy of the trainer's pipe end, so after a SIGKILL of the trainer
+    it never sees EOF and would wait forever (an orphan holding memory and, for Unity, a player).
+    """
+    try:
+        import ctypes
+        import signal
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: fall back to ML-Agents' own shutdown
+        return
+    if os.getppid() == 1:  # the trainer died before we asked
+        os._exit(1)
+
+
 @dataclass(frozen=True)
 class SimulationEnvFactory:
     """Picklable (it crosses into the worker processes); seeds worker i with seed + i like mlagents-learn."""
@@ -29,6 +48,7 @@ class SimulationEnvFactory:
     seed: int
 
     def __call__(self, worker_id: int, side_channels: List[SideChannel]) -> SimulatedUnityEnv:
+        die_with_trainer()
         stats = next((c for c in side_channels if isinstance(c, StatsSideChannel)), None)
         return SimulatedUnityEnv(simulation(self.simulation), num_areas=self.num_areas,
                                  seed=self.seed + worker_id, stats_channel=stats)

@@ -135,6 +135,9 @@ class PlayerEnvFactory:
     log_folder: str
 
     def __call__(self, worker_id: int, side_channels: List[SideChannel]) -> UnityEnvironment:
+        from pipeline.training.env_factory import die_with_trainer
+
+        die_with_trainer()  # and the player with us: UnityEnvironment kills it when the worker exits
         log = self.next_log_path(worker_id)
         args = list(self.env_args)
         if "-logfile" not in (a.lower() for a in args):
