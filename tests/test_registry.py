@@ -19,7 +19,7 @@ import pytest
 from pipeline.config.compose import compose_plan
 from pipeline.config.errors import ConfigError
 from pipeline.registry.emulator import StorageEmulator, VertexEmulator, free_port
-from pipeline.registry.lineage import sha256
+from pipeline.digest import file_sha256 as sha256
 from pipeline.stages import evaluate, register, train
 from tests.conftest import PYTHON, REPO, TINY, child_env
 

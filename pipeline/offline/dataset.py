@@ -7,7 +7,6 @@ and what followed (reward, whether the episode ended). Two file formats hold the
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ import numpy as np
 
 from pipeline.config.errors import ConfigError
 from pipeline.tracking.store import REPO_ROOT
+from pipeline.digest import file_sha256
 
 FORMATS = {".jsonl": "jsonl", ".demo": "demo"}
 
@@ -108,14 +108,6 @@ class Dataset:
         return out
 
 
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def resolve_path(path: str | os.PathLike) -> Path:
     """A dataset path as the user wrote it: absolute, or relative to the working directory, else to the repo.
 
@@ -165,7 +157,7 @@ def load(path: str | os.PathLike, layout: Layout, key: str = "mode.dataset_path"
         data = unity_demo.read(p, layout)
     if len(data) == 0:
         raise DatasetError(f"{p}: no demonstration steps (the file is empty)")
-    data.path, data.format, data.digest = p, fmt, file_digest(p)
+    data.path, data.format, data.digest = p, fmt, file_sha256(p)
     _cache.clear()  # one dataset at a time is what a process trains on
     _cache[cache_key] = data
     return data

@@ -13,6 +13,7 @@ from mlflow.exceptions import MlflowException
 
 from pipeline.config.errors import ConfigError
 from pipeline.registry.gate import Evaluation
+from pipeline.digest import file_sha256
 
 UNITY_POLICY_DIR = "unity"  # as pipeline.stages.train writes it
 MODEL_NAME = "policy"
@@ -91,20 +92,12 @@ def collect(run_id: str, eval_metrics: Optional[dict], workdir: Path) -> PolicyS
     return PolicySource(
         run_id=run_id, asset_id=tags.get("asset", "unknown"), behavior=behavior,
         algorithm=tags.get("algorithm", "unknown"), onnx_path=onnx_path, model_dir=model_dir,
-        onnx_sha256=sha256(onnx_path), config_sha256=_config_hash(client, run_id, workdir),
+        onnx_sha256=file_sha256(onnx_path), config_sha256=_config_hash(client, run_id, workdir),
         git_commit=tags.get("git.commit", "unknown"), git_dirty=tags.get("git.dirty"),
         dataset_digests=sorted({d.dataset.digest for d in (run.inputs.dataset_inputs if run.inputs else [])
                                 if d.dataset.digest} | ({tags["dataset.digest"]} if tags.get("dataset.digest") else set())),
         evaluation=_evaluation(client, tags.get("pipeline.eval_run_id"), eval_metrics),
     )
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _config_hash(client: mlflow.MlflowClient, run_id: str, workdir: Path) -> Optional[str]:
@@ -115,7 +108,7 @@ def _config_hash(client: mlflow.MlflowClient, run_id: str, workdir: Path) -> Opt
         return None
     cfg = yaml.safe_load(path.read_text()) or {}
     policy_cfg = {k: v for k, v in cfg.items() if k not in _NOT_POLICY}
-    return hashlib.sha256(json.dumps(policy_cfg, sort_keys=True, default=str).encode()).hexdigest()
+    return hashlib.file_sha256(json.dumps(policy_cfg, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _evaluation(client: mlflow.MlflowClient, eval_run_id: Optional[str], eval_metrics: Optional[dict]) -> Optional[Evaluation]:
