@@ -45,6 +45,7 @@ bench: $(STAMP)
 	$(BIN)/python scripts/bench.py $(ARGS)
 	$(BIN)/python scripts/bench_protocol.py --steps 500
 	$(BIN)/python scripts/bench_scheduler.py
+	$(BIN)/python scripts/bench_store.py
 
 schedule: $(STAMP)
 	$(BIN)/python scripts/cron_runner.py $(ARGS)
