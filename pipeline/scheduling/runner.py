@@ -55,6 +55,8 @@ class RunnerSettings:
             raise ValueError(f"max_concurrent_jobs must be >= 1, got {self.max_concurrent_jobs}")
         if self.on_stop not in ON_STOP:
             raise ValueError(f"on_stop {self.on_stop!r} is not a choice; use 'cancel' or 'finish'")
+        if self.webhook_url is not None:
+            webhooks.check_url(self.webhook_url)
         if self.lease_seconds <= 2 * self.heartbeat_seconds:
             raise ValueError("lease_seconds must be more than twice heartbeat_seconds")
 

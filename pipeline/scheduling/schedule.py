@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from mlops_unity_pipeline.jobs import TrainingJob
 from pipeline.scheduling.cron import CronSchedule
+
+if TYPE_CHECKING:  # the guide API imports the scheduler, which imports this module
+    from mlops_unity_pipeline.jobs import TrainingJob
 
 # As Kubernetes CronJob's concurrencyPolicy names them.
 OVERLAP_POLICIES = ("allow", "forbid", "replace")

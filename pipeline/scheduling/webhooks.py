@@ -34,6 +34,26 @@ DELIVERY_HEADER = "X-Mlops-Delivery"
 EVENT_HEADER = "X-Mlops-Event"
 
 
+def check_url(url: str) -> None:
+    """Refuse a webhook URL that could never work, or that would put a credential into logs."""
+    from urllib.parse import urlsplit
+
+    if not isinstance(url, str) or not url or any(c.isspace() for c in url):
+        raise ValueError(f"webhook_url {url!r} must be an http(s) URL without spaces, e.g. https://hooks.example.com/training")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"webhook_url {url!r}: scheme {parts.scheme or '(none)'!r} is not http or https")
+    if not parts.hostname:
+        raise ValueError(f"webhook_url {url!r} has no host")
+    if parts.username or parts.password:
+        raise ValueError("webhook_url must not carry a user or password (it would appear in logs); "
+                         "authenticate with the signing secret (MLOPS_WEBHOOK_SECRET) instead")
+    try:
+        parts.port
+    except ValueError:
+        raise ValueError(f"webhook_url {url!r} has an invalid port") from None
+
+
 def sign(secret: str, timestamp: str, body: bytes) -> str:
     mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
     return "sha256=" + mac.hexdigest()

@@ -1,0 +1,175 @@
+"""The bad-input corpus: every malformed input is refused before any side effect, naming what is wrong.
+
+One table across configs, overrides, datasets, cron expressions and schedules, asset ids and paths,
+webhook URLs, registry names and resume values. Each case runs against a fresh MLflow store and
+checks afterwards that no run and no results directory were created.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from pipeline.config.compose import compose_plan
+from pipeline.scheduling import cron, webhooks
+from pipeline.scheduling.schedule import Schedule
+from tests.conftest import all_runs
+
+GOOD_STEP = {"episode": 0, "agent": 0, "step": 0, "obs": {"raycast": [0.5] * 8, "velocity": [0.0, 0.0],
+                                                          "target": [0.1, 0.2]}, "action": [0.1, -0.1], "reward": 0.0}
+
+
+def dataset(tmp: Path, *lines: str) -> str:
+    path = tmp / "demo.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def step(**change) -> str:
+    rec = json.loads(json.dumps(GOOD_STEP))
+    for k, v in change.items():
+        if v is ...:
+            rec.pop(k)
+        else:
+            rec[k] = v
+    return json.dumps(rec)
+
+
+def plan(*overrides: str) -> Callable[[Path], object]:
+    return lambda tmp: compose_plan([o.replace("{tmp}", str(tmp)) for o in overrides])
+
+
+def offline(*lines: str) -> Callable[[Path], object]:
+    return lambda tmp: compose_plan(["mode=offline", f"mode.dataset_path={dataset(tmp, *lines)}"])
+
+
+def schedule(**kw) -> Callable[[Path], object]:
+    from mlops_unity_pipeline import RLTrainingConfig, TrainingJob, UnityAssetSpec
+
+    job = TrainingJob("nightly-nav", UnityAssetSpec("nav-001", "NavigationAgent"), RLTrainingConfig())
+    args = {"schedule_id": "nightly", "cron": cron.CronSchedule("0 2 * * *", "UTC"), "jobs": [job]}
+    args.update(kw)
+    return lambda tmp: Schedule(**args)
+
+
+CASES: list[tuple[str, Callable[[Path], object], str]] = [
+    # --- configs and overrides -------------------------------------------------------------------
+    ("max_steps zero", plan("max_steps=0"), "max_steps must be a positive number of agent steps, got 0"),
+    ("max_steps negative", plan("max_steps=-1"), "got -1"),
+    ("max_steps text", plan("max_steps=lots"), "Value 'lots' of type 'str' could not be converted to Integer\n    full_key: max_steps"),
+    ("seed negative", plan("seed=-3"), "seed must be a non-negative integer, got -3"),
+    ("unknown asset", plan("asset=tank"), "Could not find 'asset/tank'"),
+    ("unknown algorithm", plan("algorithm=dqn"), "Could not find 'algorithm/dqn'"),
+    ("unknown mode", plan("mode=evolution"), "Could not find 'mode/evolution'"),
+    ("unknown top-level key", plan("max_step=5"), "Could not override 'max_step'"),
+    ("unknown asset key", plan("asset.colour=red"), "Could not override 'asset.colour'"),
+    ("unknown env key", plan("env.workers=2"), "Could not override 'env.workers'"),
+    ("num_envs text", plan("env.num_envs=two"), "full_key: env.num_envs"),
+    ("num_envs zero", plan("env.num_envs=0"), "env.num_envs must be >= 1, got 0"),
+    ("num_areas zero", plan("env.num_areas=0"), "env.num_areas must be >= 1, got 0"),
+    ("timeout_wait zero", plan("env.timeout_wait=0"), "env.timeout_wait must be >= 1, got 0"),
+    ("time_scale zero", plan("env.time_scale=0"), "env.time_scale must be > 0, got 0.0"),
+    ("eval episodes zero", plan("evaluation.episodes=0"), "evaluation.episodes must be >= 1, got 0"),
+    ("bad override syntax", plan("asset=="), "Error parsing override 'asset=='"),
+    ("hyperparameter type", plan("algorithm.hyperparameters.batch_size=big"),
+     "algorithm.hyperparameters.batch_size must be int, got 'big'"),
+    ("hyperparameter float for int", plan("algorithm.hyperparameters.num_epoch=2.5"),
+     "algorithm.hyperparameters.num_epoch must be int, got 2.5"),
+    ("unknown hyperparameter", plan("+algorithm.hyperparameters.batchsize=64"),
+     "algorithm.hyperparameters.batchsize is not an option of ML-Agents' PPOSettings"),
+    ("sac option on ppo", plan("+algorithm.hyperparameters.tau=0.01"), "algorithm.hyperparameters.tau is not an option"),
+    ("unknown trainer option", plan("+algorithm.max_step=10"), "algorithm.max_step is not an option of ML-Agents' TrainerSettings"),
+    ("unknown network option", plan("+algorithm.network_settings.layers=3"),
+     "algorithm.network_settings.layers is not an option of ML-Agents' NetworkSettings"),
+    ("unknown trainer type", plan("algorithm.trainer_type=a2c"), "algorithm.trainer_type 'a2c' is not an ML-Agents trainer"),
+    ("hidden units text", plan("algorithm.network_settings.hidden_units=wide"),
+     "algorithm.network_settings.hidden_units must be int, got 'wide'"),
+    ("normalize not bool", plan("algorithm.network_settings.normalize=maybe"),
+     "algorithm.network_settings.normalize must be bool, got 'maybe'"),
+    ("bad schedule enum", plan("algorithm.hyperparameters.learning_rate_schedule=cosine"),
+     "algorithm (ppo): 'cosine' is not a valid ScheduleType"),
+    ("sensor size", plan("asset.observation_space.raycast=16"), "asset.observation_space.raycast=16 but simulation 'nav' gives 8"),
+    ("unknown sensor", plan("+asset.observation_space.lidar=3"), "simulation 'nav' has no sensor 'lidar'"),
+    ("action size", plan("asset.action_space.size=3"), "'size': 3} does not match simulation 'nav': continuous, size 2"),
+    ("discrete actions", plan("asset.action_space.type=discrete"), "{'type': 'discrete', 'size': 2} does not match"),
+    ("behavior name", plan("asset.name=Tank"), "asset.name 'Tank' is not the behavior of simulation 'nav'"),
+    ("unknown simulation", plan("asset.source.simulation=maze"), "asset.source.simulation 'maze' is not a built-in simulation"),
+    ("unknown source kind", plan("asset.source.kind=cloud"), "asset.source.kind must be 'simulation' or 'unity'"),
+    # --- asset ids and paths ---------------------------------------------------------------------
+    ("asset id traversal", plan("asset.asset_id=../../etc"), "asset.asset_id '../../etc' must be 1-64 letters"),
+    ("asset id slash", plan("asset.asset_id=nav/001"), "asset.asset_id 'nav/001' must be"),
+    ("asset id empty", plan("asset.asset_id=''"), "asset.asset_id '' must be"),
+    ("asset id too long", plan("asset.asset_id=" + "a" * 65), "must be 1-64"),
+    ("build path missing", plan("env_path={tmp}/Nav.x86_64"), "no such file"),
+    ("build path traversal", plan("env_path={tmp}/../../nope/Nav.x86_64"), "no such file"),
+    ("build path is a directory", plan("env_path={tmp}"), "is a directory; give the player executable inside it"),
+    ("dataset missing", plan("mode=offline", "mode.dataset_path={tmp}/none.jsonl"), "none.jsonl: no such file; record one"),
+    ("dataset required", plan("mode=offline"), "mode.dataset_path is required for mode=offline"),
+    # --- datasets --------------------------------------------------------------------------------
+    ("dataset not json", offline(step(), "{not json"), "line 2: not valid JSON"),
+    ("dataset not an object", offline("[1, 2]"), "line 1: expected a JSON object, got list"),
+    ("dataset unknown key", offline(step(colour="red")), "line 1: unknown key(s) ['colour']"),
+    ("dataset missing sensor", offline(step(obs={"raycast": [0.5] * 8, "velocity": [0, 0]})), "has no 'target'"),
+    ("dataset unknown sensor", offline(step(obs={**GOOD_STEP["obs"], "lidar": [1.0]})), "'lidar' is not a sensor"),
+    ("dataset sensor size", offline(step(obs={**GOOD_STEP["obs"], "raycast": [0.5] * 7})), "has 7 values but"),
+    ("dataset action size", offline(step(action=[0.1, 0.2, 0.3])), "has 3 values but"),
+    ("dataset NaN", offline(step(action=[float("nan"), 0.0])), "line 1: action contains NaN"),
+    ("dataset reward type", offline(step(reward="high")), "line 1: reward must be a number"),
+    ("dataset reward on some lines", offline(step(), step(step=1, reward=...)), "line 2: has no \"reward\""),
+    ("dataset interrupted not done", offline(step(done=False, interrupted=True)), "interrupted is true but done is false"),
+    ("dataset negative episode", offline(step(episode=-1)), "episode must be a non-negative integer"),
+    ("dataset wrong behavior", offline(json.dumps({"schema": "mlagents-demo-jsonl/1", "behavior_name": "Tank"}), step()),
+     "recorded for behavior 'Tank'"),
+    ("dataset late header", offline(step(), json.dumps({"schema": "mlagents-demo-jsonl/1"})),
+     "a header line (with \"schema\") may only be the first line"),
+    # --- cron expressions and schedules ----------------------------------------------------------
+    ("cron four fields", lambda tmp: cron.parse_expression("0 2 * *"), "has 4 fields; a schedule needs exactly five"),
+    ("cron six fields", lambda tmp: cron.parse_expression("0 0 2 * * *"), "has 6 fields"),
+    ("cron minute 60", lambda tmp: cron.parse_expression("60 2 * * *"), "is not a valid cron expression"),
+    ("cron hour 24", lambda tmp: cron.parse_expression("0 24 * * *"), "is not a valid cron expression"),
+    ("cron text", lambda tmp: cron.parse_expression("every night"), "cron 'every night'"),
+    ("cron alias", lambda tmp: cron.parse_expression("@fortnightly"), "unknown alias"),
+    ("cron empty", lambda tmp: cron.parse_expression(""), "cron '' has 0 fields"),
+    ("time zone", lambda tmp: cron.parse_zone("Mars/Olympus"), "time_zone 'Mars/Olympus' is not an IANA time zone"),
+    ("schedule id traversal", schedule(schedule_id="../nightly"), "schedule_id '../nightly' must be 1-64"),
+    ("overlap policy", schedule(overlap="queue"), "overlap 'queue' is not a policy"),
+    ("misfire policy", schedule(misfire="always"), "misfire.policy 'always' is not a policy"),
+    ("no assets", schedule(jobs=[]), "a schedule needs at least one asset"),
+    # --- webhook URLs ----------------------------------------------------------------------------
+    ("webhook scheme", lambda tmp: webhooks.check_url("ftp://hooks.example.com/x"), "scheme 'ftp' is not http or https"),
+    ("webhook no scheme", lambda tmp: webhooks.check_url("hooks.example.com/x"), "is not http or https"),
+    ("webhook no host", lambda tmp: webhooks.check_url("https:///x"), "has no host"),
+    ("webhook credentials", lambda tmp: webhooks.check_url("https://bot:hunter2@hooks.example.com/x"),
+     "must not carry a user or password"),
+    ("webhook spaces", lambda tmp: webhooks.check_url("https://hooks.example.com/a b"), "without spaces"),
+    ("webhook port", lambda tmp: webhooks.check_url("https://hooks.example.com:99999/x"), "invalid port"),
+    # --- registry names --------------------------------------------------------------------------
+    ("gate metric", plan("registry.metric=accuracy"), "registry.metric='accuracy' is not a gated evaluation figure"),
+    ("negative margin", plan("registry.margin=-0.1"), "registry.margin=-0.1 must be >= 0"),
+    ("alias case", plan("registry.champion_alias=Champion"), "registry.champion_alias='Champion' must be 2-128"),
+    ("reserved alias", plan("registry.challenger_alias=latest"), "registry.challenger_alias='latest' is reserved"),
+    ("vertex project", plan("registry.vertex_project=My_Project"), "is not a Google Cloud project ID"),
+    ("staging bucket", plan("registry.staging_bucket=my-bucket"), "registry.staging_bucket='my-bucket' must be gs://"),
+    ("vertex label", plan("+registry.vertex_labels.team=Robotics"), "label value 'Robotics'"),
+    ("anonymous credentials", plan("registry.credentials=anonymous"), "registry.credentials=anonymous only works"),
+    ("key file missing", plan("registry.credentials={tmp}/key.json"), "no such key file"),
+    # --- resume ----------------------------------------------------------------------------------
+    ("resume word", plan("resume=yesterday"), "resume='yesterday' must be 'latest' or an MLflow run id"),
+    ("resume short id", plan("resume=abc123"), "resume='abc123' must be"),
+]
+
+
+def test_the_corpus_is_large_and_unique():
+    assert len(CASES) >= 60
+    assert len({name for name, _, _ in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("name,attempt,message", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_refused_before_any_side_effect(name, attempt, message, store, tmp_path):
+    with pytest.raises(ValueError) as err:  # ConfigError, CronError, ScheduleError are ValueErrors
+        attempt(tmp_path)
+    assert message in str(err.value), str(err.value)
+    assert all_runs() == [] and all_runs("tests") == []
+    assert not (tmp_path / "results").exists()
