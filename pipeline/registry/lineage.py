@@ -108,7 +108,7 @@ def _config_hash(client: mlflow.MlflowClient, run_id: str, workdir: Path) -> Opt
         return None
     cfg = yaml.safe_load(path.read_text()) or {}
     policy_cfg = {k: v for k, v in cfg.items() if k not in _NOT_POLICY}
-    return hashlib.file_sha256(json.dumps(policy_cfg, sort_keys=True, default=str).encode()).hexdigest()
+    return hashlib.sha256(json.dumps(policy_cfg, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _evaluation(client: mlflow.MlflowClient, eval_run_id: Optional[str], eval_metrics: Optional[dict]) -> Optional[Evaluation]:
