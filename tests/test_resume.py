@@ -83,6 +83,8 @@ def test_sigterm_ends_killed_with_a_checkpoint_then_resume_finishes_the_same_run
     assert steps[-1] >= 8000 and killed_at in steps
     assert max(b - a for a, b in zip(steps, steps[1:])) <= 2000 + 1000  # no gap beyond a checkpoint interval
     check_policy(write_path / "NavigationAgent.onnx", (8, 2, 2), 2)
+    # Checkpoints were written through a temporary file and renamed: none is left behind.
+    assert list(write_path.rglob("*.tmp-*")) == [] and (write_path / "NavigationAgent" / "checkpoint.pt").exists()
 
 
 def test_sigkill_is_reaped_as_failed_and_resume_latest_continues_it(store, tmp_path):

@@ -30,6 +30,7 @@ from mlagents.trainers.training_status import GlobalTrainingStatus, StatusType
 from mlagents_envs.timers import reset_timers
 
 from pipeline.config.plan import RunPlan
+from pipeline.training import atomic_checkpoints
 from pipeline.training import env_factory
 
 
@@ -60,6 +61,7 @@ def train(plan: RunPlan, results_dir: Path, run_id: str, writers: Sequence[Stats
     learn.validate_existing_directories(str(write_path), resume, False, None)
     run_logs.mkdir(parents=True, exist_ok=True)
     _reset_mlagents_globals()
+    atomic_checkpoints.install()
     if resume:  # step counters, checkpoint list and curriculum lesson of the interrupted attempt
         GlobalTrainingStatus.load_state(str(run_logs / learn.TRAINING_STATUS_FILE_NAME))
     torch_utils.set_torch_config(options.torch_settings)
