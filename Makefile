@@ -46,6 +46,7 @@ bench: $(STAMP)
 	$(BIN)/python scripts/bench_protocol.py --steps 500
 	$(BIN)/python scripts/bench_scheduler.py
 	$(BIN)/python scripts/bench_store.py
+	$(BIN)/python scripts/bench_resume.py
 
 schedule: $(STAMP)
 	$(BIN)/python scripts/cron_runner.py $(ARGS)
