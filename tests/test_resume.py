@@ -38,8 +38,9 @@ def wait_for_checkpoint(tmp_path: Path, proc: subprocess.Popen, timeout: float =
     raise AssertionError("no checkpoint appeared")
 
 
-def orphans(parent_pid: int) -> list[int]:
-    """Live processes left from the killed trainer (its forked environment workers share its command line)."""
+def orphans(parent_pid: int, marker: str) -> list[int]:
+    """Live processes left from the killed trainer (its forked environment workers share its command line,
+    which names this test's own results directory: `marker`)."""
     found = []
     for proc_dir in Path("/proc").iterdir():
         try:
@@ -47,7 +48,7 @@ def orphans(parent_pid: int) -> list[int]:
                 continue
             state = (proc_dir / "stat").read_text().rsplit(") ", 1)[1].split()[0]
             cmd = (proc_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            if state != "Z" and "pipeline.cli train" in cmd and "--max_steps 60000" in cmd:
+            if state != "Z" and "pipeline.cli train" in cmd and marker in cmd:
                 found.append(int(proc_dir.name))
         except (OSError, IndexError):
             continue
@@ -95,9 +96,9 @@ def test_sigkill_is_reaped_as_failed_and_resume_latest_continues_it(store, tmp_p
     proc.wait(timeout=60)
     # Its environment workers die with it instead of waiting forever on the trainer's pipe.
     deadline = time.monotonic() + 30
-    while orphans(proc.pid) and time.monotonic() < deadline:
+    while orphans(proc.pid, str(tmp_path)) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert orphans(proc.pid) == []
+    assert orphans(proc.pid, str(tmp_path)) == []
     (run,) = [r for r in all_runs() if r.data.tags.get("pipeline.stage") == "train"]
     assert run.info.status == "RUNNING"  # what MLflow alone would leave forever
 
