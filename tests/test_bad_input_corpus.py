@@ -97,6 +97,9 @@ CASES: list[tuple[str, Callable[[Path], object], str]] = [
     ("behavior name", plan("asset.name=Tank"), "asset.name 'Tank' is not the behavior of simulation 'nav'"),
     ("unknown simulation", plan("asset.source.simulation=maze"), "asset.source.simulation 'maze' is not a built-in simulation"),
     ("unknown source kind", plan("asset.source.kind=cloud"), "asset.source.kind must be 'simulation' or 'unity'"),
+    ("_target_ in config", plan("+asset._target_=os.system"), "asset._target_='os.system': this config names no classes"),
+    ("_target_ nested", plan("+algorithm.hyperparameters._target_=subprocess.call"),
+     "algorithm.hyperparameters._target_='subprocess.call'"),
     # --- asset ids and paths ---------------------------------------------------------------------
     ("asset id traversal", plan("asset.asset_id=../../etc"), "asset.asset_id '../../etc' must be 1-64 letters"),
     ("asset id slash", plan("asset.asset_id=nav/001"), "asset.asset_id 'nav/001' must be"),

@@ -86,6 +86,7 @@ def build_plan(cfg: DictConfig | dict) -> RunPlan:
     else:
         raw = cfg
     assert isinstance(raw, dict)
+    _refuse_targets(raw, "")
 
     max_steps = raw.get("max_steps")
     if max_steps is None:
@@ -112,6 +113,20 @@ def build_plan(cfg: DictConfig | dict) -> RunPlan:
     check_mode(raw, tuple(n for n, _ in SIMULATIONS[simulation].spec.observations) if simulation else None)
     return RunPlan(cfg=raw, behavior_name=behavior, simulation=simulation,
                    trainer_settings=settings, max_steps=max_steps, seed=seed)
+
+
+def _refuse_targets(node: Any, path: str) -> None:
+    """The pipeline instantiates nothing from its config: a `_target_` here is a mistake or an attack."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            where = f"{path}.{key}" if path else str(key)
+            if key == "_target_":
+                raise ConfigError(f"{where}={value!r}: this config names no classes to instantiate; remove it "
+                                  "(only the pipeline's own Hydra callbacks under hydra.callbacks are instantiated)")
+            _refuse_targets(value, where)
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            _refuse_targets(value, f"{path}[{i}]")
 
 
 def _check_env(env: dict, evaluation: dict) -> None:
