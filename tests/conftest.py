@@ -37,6 +37,15 @@ def store(tmp_path, monkeypatch) -> str:
         mlflow.end_run()
 
 
+def use_store(tmp: Path, mp: pytest.MonkeyPatch) -> str:
+    """Point this process and its children at a fresh sqlite store in tmp (for module-scoped fixtures)."""
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    mp.setenv("MLFLOW_TRACKING_URI", uri)
+    mp.delenv("MLFLOW_RUN_ID", raising=False)
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
 @pytest.fixture
 def tiny(tmp_path) -> list[str]:
     """Overrides for a few-second real training whose results stay in tmp_path."""

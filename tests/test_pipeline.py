@@ -13,7 +13,7 @@ from pipeline.config.errors import ConfigError
 from pipeline.evaluation.onnx_contract import PolicyContractError, check_policy
 from pipeline.stages import evaluate
 from pipeline.stages.pipeline import run_pipeline
-from tests.conftest import PYTHON, REPO, all_runs, child_env
+from tests.conftest import use_store, PYTHON, REPO, all_runs, child_env
 
 pytestmark = pytest.mark.slow
 
@@ -23,10 +23,7 @@ def finished(tmp_path_factory):
     """One tiny real pipeline run (build, train, evaluate, register) shared by the tests below."""
     tmp = tmp_path_factory.mktemp("pipeline")
     mp = pytest.MonkeyPatch()
-    uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    mp.setenv("MLFLOW_TRACKING_URI", uri)
-    mp.delenv("MLFLOW_RUN_ID", raising=False)
-    mlflow.set_tracking_uri(uri)
+    use_store(tmp, mp)
     from tests.conftest import TINY
 
     plan = compose_plan(TINY + [f"results_dir={tmp / 'results'}", "max_steps=4000"])

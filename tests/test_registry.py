@@ -21,7 +21,7 @@ from pipeline.config.errors import ConfigError
 from pipeline.registry.emulator import StorageEmulator, VertexEmulator, free_port
 from pipeline.digest import file_sha256 as sha256
 from pipeline.stages import evaluate, register, train
-from tests.conftest import PYTHON, REPO, TINY, child_env
+from tests.conftest import use_store, PYTHON, REPO, TINY, child_env
 
 pytestmark = pytest.mark.slow
 MODEL = "nav-001.NavigationAgent"
@@ -32,10 +32,7 @@ def trained(tmp_path_factory):
     """A real tiny training + evaluation in a module store; tests work on copies of that store."""
     tmp = tmp_path_factory.mktemp("registry")
     mp = pytest.MonkeyPatch()
-    uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    mp.setenv("MLFLOW_TRACKING_URI", uri)
-    mp.delenv("MLFLOW_RUN_ID", raising=False)
-    mlflow.set_tracking_uri(uri)
+    uri = use_store(tmp, mp)
     plan = compose_plan(TINY + [f"results_dir={tmp / 'results'}"])
     run_id = train.train(plan).run_id
     evaluate.evaluate(plan, run_id)

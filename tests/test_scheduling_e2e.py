@@ -21,6 +21,21 @@ from tests.test_scheduling import SECRET, Receiver
 GUIDE = REPO / "docs" / "unity_mlops_setup_guide.md"
 
 
+def output_until_stopped(proc: subprocess.Popen, prompt: str, sig: signal.Signals) -> str:
+    """The runner's whole output, sending `sig` once it has printed a line starting with `prompt`."""
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(line.rstrip())
+            if line.startswith(prompt):
+                proc.send_signal(sig)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return "\n".join(lines)
+
+
 def guide_example() -> str:
     source = GUIDE if GUIDE.exists() else REPO.parent.parent / "shared/seed/unity_mlops_setup_guide.md"
     text = source.read_text()
@@ -32,17 +47,7 @@ def test_guide_24_7_example_runs_as_written_and_stops_cleanly_on_sigterm(tmp_pat
     env = child_env(MLOPS_SCHEDULER_DB=str(tmp_path / "scheduler.db"), MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path}/m.db")
     proc = subprocess.Popen([PYTHON, "-c", guide_example()], cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
-    lines = []
-    try:
-        for line in proc.stdout:
-            lines.append(line.rstrip())
-            if line.startswith("next: nightly at "):
-                proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    out = "\n".join(lines)
+    out = output_until_stopped(proc, "next: nightly at ", signal.SIGTERM)
     assert proc.returncode == 0, out
     assert "nightly: '0 2 * * *' UTC; overlap=forbid, misfire=skip; trains agent-1 (ppo, online, 500,000 steps)" in out
     assert re.search(r"next: nightly at \d{4}-\d\d-\d\dT02:00 UTC \(in \d", out)
@@ -176,17 +181,7 @@ def test_cron_runner_command_prints_its_plan_and_stops_on_sigint(tmp_path):
     proc = subprocess.Popen([PYTHON, "scripts/cron_runner.py", "--schedule", "nightly", "--state",
                              str(tmp_path / "claims.db"), "--max-concurrent-jobs", "2"], cwd=REPO,
                             env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines = []
-    try:
-        for line in proc.stdout:
-            lines.append(line.rstrip())
-            if line.startswith("next: "):
-                proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    out = "\n".join(lines)
+    out = output_until_stopped(proc, "next: ", signal.SIGINT)
     assert proc.returncode == 0, out
     assert "1 schedule(s)" in out and "max 2 concurrent job(s), on stop: cancel, webhook: none" in out
     assert re.search(r"^next: nightly at \d{4}-\d\d-\d\dT02:00 UTC \(in .*\): agent-1 \(ppo, online, 500,000 steps\), "

@@ -18,11 +18,10 @@ offline counterpart of agent steps: metrics, checkpoints and the learning-rate s
 """
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Optional, Sequence
 
 import pipeline.compat  # noqa: F401  (ONNX export on torch 2.13, before the trainers)
 import numpy as np
@@ -45,6 +44,7 @@ from mlagents_envs.timers import reset_timers
 
 from pipeline.config.plan import RunPlan
 from pipeline.offline.dataset import Dataset, Layout
+from pipeline.training import mlagents_trainer
 from pipeline.training.mlagents_trainer import TrainingOutcome, run_options_for
 
 BC_LOSS = "Losses/BC Loss"
@@ -148,7 +148,7 @@ def train(plan: RunPlan, data: Dataset, results_dir: Path, run_id: str,
     step, next_summary, next_checkpoint = 0, summary_freq, checkpoint_interval
     order, cursor, epoch = rng.permutation(len(tr)), 0, 0
     stop = _StopRequest()
-    with _writers(writers), stop.on_sigterm():
+    with mlagents_trainer.stats_writers(writers), stop.on_sigterm():
         try:
             while step < plan.max_steps:
                 if cursor + batch > len(tr):
@@ -238,17 +238,6 @@ def _save(trainer, policy, step: int, final: bool) -> None:
         trainer.save_model()
     else:
         trainer._checkpoint()
-
-
-@contextlib.contextmanager
-def _writers(writers: Sequence[StatsWriter]) -> Iterator[None]:
-    for w in writers:
-        StatsReporter.add_writer(w)
-    try:
-        yield
-    finally:
-        for w in writers:
-            StatsReporter.writers.remove(w)
 
 
 class OfflineProgressWriter(StatsWriter):

@@ -75,7 +75,7 @@ def train(plan: RunPlan, results_dir: Path, run_id: str, writers: Sequence[Stats
     controller = TrainerController(trainer_factory, str(write_path), run_id, param_manager, True, plan.seed)
 
     stop = _StopRequest()
-    with _stats_writers(options, [*writers, TrainingStatusWriter(run_logs)]), stop.on_sigterm():
+    with stats_writers([*_default_writers(options), *writers, TrainingStatusWriter(run_logs)]), stop.on_sigterm():
         try:
             controller.start_learning(env_manager)
         finally:
@@ -124,17 +124,20 @@ def _reset_mlagents_globals() -> None:
 
 
 @contextlib.contextmanager
-def _stats_writers(options: RunOptions, writers: Sequence[StatsWriter]) -> Iterator[None]:
-    # mlagents-learn's own writers (TensorBoard, gauges), minus its console line: ours says more.
-    defaults = [w for w in get_default_stats_writers(options) if not isinstance(w, ConsoleWriter)]
-    added = defaults + list(writers)
-    for w in added:
+def stats_writers(writers: Sequence[StatsWriter]) -> Iterator[None]:
+    """Attach writers to ML-Agents' process-global StatsReporter for the duration of one training."""
+    for w in writers:
         StatsReporter.add_writer(w)
     try:
         yield
     finally:
-        for w in added:
+        for w in writers:
             StatsReporter.writers.remove(w)
+
+
+def _default_writers(options: RunOptions) -> list[StatsWriter]:
+    # mlagents-learn's own writers (TensorBoard, gauges), minus its console line: ours says more.
+    return [w for w in get_default_stats_writers(options) if not isinstance(w, ConsoleWriter)]
 
 
 class _StopRequest:
