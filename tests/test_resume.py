@@ -55,7 +55,12 @@ def orphans(parent_pid: int, marker: str) -> list[int]:
     return found
 
 
-def steps_of(run_id: str, key: str = "Environment/Cumulative Reward") -> list[int]:
+# Logged at every summary: ML-Agents adds it for each trajectory. Episode statistics (Cumulative Reward)
+# are not: a summary period in which no episode ended has none, so their last step is a matter of luck.
+CADENCE = "Policy/Extrinsic Value Estimate"
+
+
+def steps_of(run_id: str, key: str = CADENCE) -> list[int]:
     return [m.step for m in sorted(mlflow.MlflowClient().get_metric_history(run_id, key), key=lambda m: m.timestamp)]
 
 
