@@ -52,12 +52,15 @@ class ScriptedLauncher:
         self.launched: list[tuple[str, str, str]] = []
         self.running: dict[tuple[str, str, str], asyncio.Future] = {}
         self.recovered: list[tuple[str, str, str]] = []
+        self.resumed: list[str] = []
         self.max_running = 0
 
     async def run(self, job, schedule_id, minute, on_spawn, cancel):
         key = (schedule_id, minute, job.asset_spec.asset_id)
-        assert key not in self.launched, f"launched twice: {key}"
+        resume = [o.split("=", 1)[1] for o in job.rl_config.overrides if o.startswith("resume=")]
+        assert key not in self.launched or resume, f"launched twice: {key}"
         self.launched.append(key)
+        self.resumed += resume
         fut = asyncio.get_running_loop().create_future()
         self.running[key] = fut
         self.max_running = max(self.max_running, len(self.running))
@@ -68,7 +71,8 @@ class ScriptedLauncher:
             stopper.cancel()
             self.running.pop(key, None)
         if not fut.done():
-            return TrainingJobResult(job.job_id, "KILLED", key[2], run_id=f"run-{minute}-{key[2]}", error="cancelled")
+            return TrainingJobResult(job.job_id, "KILLED", key[2], run_id=f"run-{minute}-{key[2]}",
+                                     run_ids={"train": f"train-{minute}-{key[2]}"}, error="cancelled")
         status = fut.result()
         return TrainingJobResult(job.job_id, status, key[2], run_id=f"run-{minute}-{key[2]}",
                                  run_ids={"train": f"train-{minute}-{key[2]}"},
@@ -79,7 +83,14 @@ class ScriptedLauncher:
 
     def recover(self, record, job, why):
         self.recovered.append(record.key)
-        return TrainingJobResult(job.job_id, "KILLED", record.asset_id, error=why)
+        return TrainingJobResult(job.job_id, "KILLED", record.asset_id, error=why,
+                                 run_ids={"train": f"train-{record.scheduled_minute}-{record.asset_id}"})
+
+    def resume_point(self, record, result):
+        """As PipelineLauncher: a training stopped from outside continues; one that failed on its own does not."""
+        if result.status == "FAILED":
+            return None, "it failed on its own error (boom)"
+        return result.run_ids["train"], ""
 
     def finish(self, key=None, status="FINISHED"):
         for k in ([key] if key else list(self.running)):
@@ -200,6 +211,21 @@ def test_shipped_schedule_configs_load_and_compose():
     assert nightly.cron.expression == "0 2 * * *" and nightly.asset_ids == ["agent-1", "nav-001"]
     assert nightly.jobs[0].asset_spec.name == "PatrolAgent" and nightly.jobs[0].rl_config.max_steps == 500_000
     assert schedules["weekly_sac"].enabled is False
+    assert (nightly.resume_interrupted, nightly.max_resumes) == (True, 3)
+    assert schedules["weekly_sac"].resume_interrupted is False  # opt-in
+
+
+def test_a_state_file_from_before_resumes_is_upgraded_in_place(tmp_path):
+    from pipeline.scheduling.claims import SCHEMA
+
+    old_schema = "\n".join(line for line in SCHEMA.splitlines() if not line.lstrip().startswith(("attempt ", "resume_")))
+    db = sqlite3.connect(str(tmp_path / "old.db"))
+    db.executescript(old_schema + "INSERT INTO fires VALUES ('nightly', '2025-01-01T02:00', 0, 0, 'r', 'done', NULL);"
+                     "INSERT INTO jobs (schedule_id, scheduled_minute, asset_id, position, state) VALUES "
+                     "('nightly', '2025-01-01T02:00', 'nav-001', 0, 'succeeded');")
+    db.close()
+    (job,) = ClaimStore(tmp_path / "old.db").jobs()
+    assert (job.state, job.attempt, job.resume_run_id) == ("succeeded", 0, None)
 
 
 @pytest.mark.parametrize("override,message", [
@@ -212,6 +238,8 @@ def test_shipped_schedule_configs_load_and_compose():
     ("assets=[nav,nav]", "asset ids must be unique within a schedule; nav-001 appears more than once"),
     ("overrides=['env.num_envs=0']", "schedule 'nightly', asset 'patrol': env.num_envs must be >= 1, got 0"),
     ("schedule_id=a/b", "schedule_id 'a/b' must be 1-64 letters, digits"),
+    ("resume.max_attempts=-1", "nightly: resume.max_attempts must be an integer >= 0, got -1"),
+    ("resume.interrupted=maybe", "Value 'maybe' is not a valid bool"),
 ])
 def test_bad_schedule_config_is_refused_at_load(override, message):
     with pytest.raises(ConfigError) as err:
@@ -224,7 +252,8 @@ def test_runner_lists_next_fires_and_refuses_bad_config_with_exit_2(tmp_path):
                          "--list", "2"], cwd=REPO, capture_output=True, text=True, env=child_env(), timeout=120)
     assert ok.returncode == 0, ok.stderr
     lines = ok.stdout.strip().splitlines()
-    assert lines[0].startswith("nightly: '0 2 * * *' Asia/Tokyo; overlap=forbid, misfire=run_once; trains agent-1")
+    assert lines[0].startswith("nightly: '0 2 * * *' Asia/Tokyo; overlap=forbid, misfire=run_once, resumes interrupted "
+                               "fires (at most 3x); trains agent-1")
     assert lines[1].endswith("+00:00  nightly  " + lines[1].split()[2] + " Asia/Tokyo  agent-1, nav-001")
     assert lines[1].split()[0].endswith("T17:00+00:00")  # 02:00 in Tokyo
     bad = subprocess.run([PYTHON, "scripts/cron_runner.py", "--schedule", "nightly", "--set", "cron='0 25 * * *'",
@@ -464,6 +493,79 @@ def test_crash_while_running_is_recovered_never_relaunched(tmp_path, receiver):
     got = [g["body"] for g in receiver.got]
     assert [e["event"] for e in got] == ["fire.started", "fire.failed"]
     assert got[1]["status"] == "KILLED" and got[1]["reason"].endswith("stopped while this job ran")
+
+
+def test_interrupted_fires_continue_their_own_training_run_when_the_schedule_says_so(tmp_path, receiver):
+    """Stopped with SIGTERM (on_stop=cancel: a reboot), then killed outright: each time the next runner on the
+    file continues the same training run; after max_attempts it gives up; a job failing on its own error and
+    a schedule without the policy are not resumed."""
+    resuming = dict(resume_interrupted=True, max_resumes=2)
+
+    async def go():
+        clock, launcher = Clock(datetime(2025, 1, 1, 1, 59, tzinfo=UTC)), ScriptedLauncher()
+        schedules = lambda: [sched(**resuming), sched("plain", "0 2 * * *")]  # noqa: E731
+        a = runner(tmp_path, schedules(), launcher, clock, url=receiver.url)
+        await a.tick()
+        clock.set(datetime(2025, 1, 1, 2, 0, 1, tzinfo=UTC))
+        await a.tick()
+        await settle()
+        a.stop()
+        await a._shutdown()  # what run_forever does on SIGTERM: running jobs are cancelled
+        assert [j.state for j in a.store.jobs()] == ["pending", "killed"]  # nightly waits to resume, plain ended
+        assert a.store.jobs()[0].resume_run_id == "train-2025-01-01T02:00-nav-001"
+        a.store.runner_stopped(a.runner_id, a.now())
+
+        clock.advance(hours=3)  # far past any misfire grace: the continuation is owed regardless
+        b = runner(tmp_path, schedules(), launcher, clock, url=receiver.url)
+        await b.tick()
+        await settle()
+        assert launcher.resumed == ["train-2025-01-01T02:00-nav-001"]
+        b.crash()  # kill -9 of the runner; its child dies with it
+        launcher.crash()
+
+        clock.advance(minutes=2)
+        c = runner(tmp_path, schedules(), launcher, clock, url=receiver.url)
+        await c.tick()  # b's job is recovered (KILLED) and queued to resume a second time
+        await settle()
+        await c.tick()
+        await settle()
+        assert len(launcher.resumed) == 2 and len(launcher.running) == 1
+        c.stop()
+        await c._shutdown()  # a third interruption: max_attempts=2 reached, the job ends KILLED
+        await c.delivery.deliver_due()
+        return c
+
+    c = asyncio.run(go())
+    (nightly,) = c.store.jobs("j.schedule_id='nightly'")
+    assert (nightly.state, nightly.attempt) == ("killed", 2)
+    got = [(g["body"]["event"], g["body"]["schedule_id"]) for g in receiver.got]
+    assert [e for e, sid in got if sid == "nightly"] == [
+        "fire.started", "fire.interrupted", "fire.started", "fire.interrupted", "fire.started", "fire.failed"]
+    assert [e for e, sid in got if sid == "plain"] == ["fire.started", "fire.failed"]
+    bodies = [g["body"] for g in receiver.got if g["body"]["schedule_id"] == "nightly"]
+    assert bodies[1]["reason"] == "runner stopping (on_stop=cancel)" and bodies[1]["attempt"] == 1
+    assert bodies[2]["resume_of"] == "train-2025-01-01T02:00-nav-001" and bodies[2]["attempt"] == 1
+    assert bodies[3]["reason"].endswith("stopped while this job ran") and bodies[3]["max_attempts"] == 2
+    assert bodies[5]["status"] == "KILLED" and bodies[5]["resumes"] == 2
+
+
+def test_a_job_failing_on_its_own_error_is_not_resumed(tmp_path, receiver):
+    async def go():
+        clock, launcher = Clock(datetime(2025, 1, 1, 1, 59, tzinfo=UTC)), ScriptedLauncher()
+        a = runner(tmp_path, [sched(resume_interrupted=True)], launcher, clock, url=receiver.url)
+        await a.tick()
+        clock.set(datetime(2025, 1, 1, 2, 0, 1, tzinfo=UTC))
+        await a.tick()
+        await settle()
+        launcher.finish(status="FAILED")
+        await settle()
+        await a.tick()
+        await a.delivery.deliver_due()
+        return launcher, a
+
+    launcher, a = asyncio.run(go())
+    assert launcher.resumed == [] and [j.state for j in a.store.jobs()] == ["failed"]
+    assert [g["body"]["event"] for g in receiver.got] == ["fire.started", "fire.failed"]
 
 
 def test_undelivered_events_survive_a_restart_with_the_same_delivery_id(tmp_path, receiver):

@@ -187,3 +187,64 @@ def test_cron_runner_command_prints_its_plan_and_stops_on_sigint(tmp_path):
     assert re.search(r"^next: nightly at \d{4}-\d\d-\d\dT02:00 UTC \(in .*\): agent-1 \(ppo, online, 500,000 steps\), "
                      r"nav-001 \(ppo, online, 500,000 steps\)$", out, re.M)
     assert "SIGINT: no new launches" in out and "Traceback" not in out
+
+
+@pytest.mark.slow
+def test_an_interrupted_fire_resumes_into_its_own_runs_when_the_runner_is_back(store, tmp_path):
+    """The box reboots mid-training: the runner is stopped (its job gets SIGTERM, saves, ends KILLED); the next
+    runner on the same state file continues that fire's training run from its checkpoint, and the fire ends
+    as one FINISHED main run with one training run, as if nothing had happened, but saying it did."""
+    receiver = Receiver()
+    due = datetime.now(UTC).replace(hour=3, minute=0, second=0, microsecond=0)
+    schedule = TrainingSchedule(
+        "reboot", "0 3 * * *", [UnityAssetSpec("nav-001", "NavigationAgent")],
+        RLTrainingConfig(max_steps=8000, num_envs=1,
+                         overrides=tiny_overrides(tmp_path) + ["algorithm.checkpoint_interval=2000"]),
+        resume_interrupted=True)
+
+    def scheduler(clock) -> TrainingScheduler:
+        s = TrainingScheduler(UnityMLOpsOrchestrator(), webhook_url=receiver.url, webhook_secret=SECRET,
+                              state_path=tmp_path / "scheduler.db", clock=clock, on_stop="cancel")
+        s.add_schedule(schedule)
+        return s
+
+    checkpointed = lambda: any((tmp_path / "results").glob("*/NavigationAgent/NavigationAgent-*.pt"))  # noqa: E731
+    ended = lambda: any(g["body"]["event"] in ("fire.succeeded", "fire.failed") for g in receiver.got)  # noqa: E731
+    try:
+        clock = ShiftedClock()
+        first = scheduler(clock)
+        clock.start(due - timedelta(seconds=1))
+        asyncio.run(run_until(first, checkpointed))  # stop() as on SIGTERM, once a checkpoint exists
+        (interrupted,) = [r for r in tagged_runs("reboot") if r.data.tags["pipeline.stage"] == "train"]
+        assert interrupted.info.status == "KILLED", interrupted.data.tags.get("pipeline.error")
+        killed_at = max(m.step for m in mlflow.MlflowClient().get_metric_history(
+            interrupted.info.run_id, "Policy/Extrinsic Value Estimate"))
+
+        clock = ShiftedClock()
+        second = scheduler(clock)
+        clock.start(due + timedelta(minutes=7))  # back up a few minutes later
+        asyncio.run(run_until(second, ended))
+    finally:
+        receiver.close()
+
+    events = [g["body"] for g in receiver.got]
+    assert [e["event"] for e in events] == ["fire.started", "fire.interrupted", "fire.started", "fire.succeeded"]
+    assert all(g["verified"] for g in receiver.got)
+    train_id = interrupted.info.run_id
+    assert events[1]["resume_run_id"] == train_id and events[1]["reason"] == "runner stopping (on_stop=cancel)"
+    assert events[2]["resume_of"] == train_id and events[3]["resumes"] == 1
+    runs = tagged_runs("reboot")
+    mains = [r for r in runs if r.data.tags["pipeline.stage"] == "main"]
+    trains = [r for r in runs if r.data.tags["pipeline.stage"] == "train"]
+    assert [r.info.run_id for r in trains] == [train_id] and len(mains) == 1  # continued, not restarted
+    assert events[3]["run_id"] == mains[0].info.run_id and events[3]["run_ids"]["train"] == train_id
+    train = mlflow.get_run(train_id)
+    assert (train.info.status, mains[0].info.status) == ("FINISHED", "FINISHED")
+    assert train.data.tags["pipeline.resumed"] == "1" and "pipeline.error" not in train.data.tags
+    assert train.data.tags["pipeline.last_interruption"].startswith("interrupted: training stopped at step")
+    steps = [m.step for m in sorted(mlflow.MlflowClient().get_metric_history(train_id, "Policy/Extrinsic Value "
+                                                                               "Estimate"), key=lambda m: m.timestamp)]
+    assert steps == sorted(set(steps)) and killed_at in steps and steps[-1] == 8000, steps
+    assert "eval/success_rate" in events[3]["eval_metrics"]
+    con = sqlite3.connect(str(tmp_path / "scheduler.db"))
+    assert con.execute("SELECT state, attempt FROM jobs").fetchall() == [("succeeded", 1)]

@@ -5,7 +5,8 @@ One sqlite file, shared by every runner pointed at it. A fire is claimed by inse
 processes exactly one claimer wins and the claim is on disk before anything is launched.
 
 A fire's jobs (one per asset) move pending -> started -> succeeded | failed | killed, or
-pending -> skipped. `started` is written *before* the child process is spawned: a job found `started`
+pending -> skipped; a schedule that resumes interrupted fires moves an interrupted job started -> pending
+again, with the training run to continue (`resume_run_id`) and its attempt counted. `started` is written *before* the child process is spawned: a job found `started`
 after a crash is never launched again (at most once); its outcome is recovered from MLflow instead.
 Concurrency is the number of `started` rows, not an in-memory guess.
 """
@@ -44,6 +45,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     finished_at      REAL,
     cancel_reason    TEXT,                     -- set to ask the owner to cancel (overlap policy replace)
     result           TEXT,                     -- JSON TrainingJobResult
+    attempt          INTEGER NOT NULL DEFAULT 0,  -- resumes so far after interruptions
+    resume_run_id    TEXT,                     -- pending again to continue this interrupted training run
     PRIMARY KEY (schedule_id, scheduled_minute, asset_id),
     FOREIGN KEY (schedule_id, scheduled_minute) REFERENCES fires (schedule_id, scheduled_minute)
 );
@@ -92,6 +95,8 @@ class JobRecord:
     finished_at: Optional[float]
     cancel_reason: Optional[str]
     result: Optional[str]
+    attempt: int = 0
+    resume_run_id: Optional[str] = None
     due_at: float = 0.0
     claimed_by: str = ""
 
@@ -131,6 +136,14 @@ class ClaimStore:
         self.db.execute(f"PRAGMA synchronous={synchronous}")
         self.db.execute("PRAGMA foreign_keys=ON")
         self.db.executescript(SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Columns added since a state file was created (CREATE TABLE IF NOT EXISTS leaves old tables as they were)."""
+        have = {row[1] for row in self.db.execute("PRAGMA table_info(jobs)")}
+        for column, decl in (("attempt", "INTEGER NOT NULL DEFAULT 0"), ("resume_run_id", "TEXT")):
+            if column not in have:
+                self.db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {decl}")
 
     def close(self) -> None:
         self.db.close()
@@ -218,6 +231,15 @@ class ClaimStore:
                         "scheduled_minute=? AND asset_id=? AND state IN ('pending','started')",
                         (state, json.dumps(result, default=str) if result is not None else None, now, *key))
         return self._close_fire_if_done(key[0], key[1])
+
+    def requeue_to_resume(self, key: tuple[str, str, str], run_id: str, result: dict) -> bool:
+        """started -> pending, to be launched again continuing training run `run_id` (call inside `transaction()`)."""
+        cur = self.db.execute(
+            "UPDATE jobs SET state='pending', owner=NULL, pid=NULL, pid_start=NULL, started_at=NULL, "
+            "cancel_reason=NULL, result=?, attempt=attempt+1, resume_run_id=? WHERE schedule_id=? "
+            "AND scheduled_minute=? AND asset_id=? AND state='started'",
+            (json.dumps(result, default=str), run_id, *key))
+        return cur.rowcount == 1
 
     def request_cancel(self, schedule_id: str, minute: str, reason: str) -> None:
         self.db.execute("UPDATE jobs SET cancel_reason=? WHERE schedule_id=? AND scheduled_minute=? "

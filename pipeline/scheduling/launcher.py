@@ -26,10 +26,14 @@ from pipeline.tracking.store import REPO_ROOT
 KILLED_CODES = (-2, -15, 130, 143)
 
 
-def fire_job(template: TrainingJob, schedule_id: str, minute: str, time_zone: str) -> TrainingJob:
-    """The template job of a schedule, for one fire: its runs carry schedule_id and scheduled_minute tags."""
+def fire_job(template: TrainingJob, schedule_id: str, minute: str, time_zone: str,
+             resume_run_id: Optional[str] = None) -> TrainingJob:
+    """The template job of a schedule, for one fire: its runs carry schedule_id and scheduled_minute tags.
+    resume_run_id: the fire was interrupted; continue that training run instead of starting afresh."""
     tags = [f"+run_tags.schedule_id={_quote(schedule_id)}", f"+run_tags.scheduled_minute={_quote(minute)}",
             f"+run_tags.schedule_time_zone={_quote(time_zone)}"]
+    if resume_run_id:
+        tags.append(f"resume={resume_run_id}")
     rl: RLTrainingConfig = replace(template.rl_config, overrides=list(template.rl_config.overrides) + tags)
     return TrainingJob(job_id=f"{schedule_id}-{minute.replace(':', '')}-{template.asset_spec.asset_id}",
                        asset_spec=template.asset_spec, rl_config=rl)
@@ -152,6 +156,24 @@ class PipelineLauncher:
             if close_running and run.info.status == "RUNNING":
                 mlflow.MlflowClient().set_terminated(run.info.run_id, "KILLED")
         return result
+
+    def resume_point(self, record: JobRecord, result: TrainingJobResult) -> tuple[Optional[str], str]:
+        """The interrupted training run this job can continue, or None and why not."""
+        import mlflow
+
+        from pipeline.tracking import store
+        from pipeline.training.resume import why_not_continued
+
+        train_run_id = result.run_ids.get("train")
+        if not train_run_id:
+            return None, "it had not started training"
+        store.configure(self.orchestrator.tracking_uri)
+        try:
+            run = mlflow.MlflowClient().get_run(train_run_id)
+        except mlflow.exceptions.MlflowException as exc:
+            return None, f"its training run {train_run_id} cannot be read ({exc})"
+        why = why_not_continued(run)
+        return (None, why) if why else (train_run_id, "")
 
     def recover(self, record: JobRecord, job: TrainingJob, why: str) -> Optional[TrainingJobResult]:
         """What became of a job whose runner died; None while its process still runs."""

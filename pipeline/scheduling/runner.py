@@ -26,6 +26,7 @@ from pipeline.scheduling.launcher import alive, fire_job
 from pipeline.scheduling.schedule import ON_TIME_SECONDS, Schedule
 
 ON_STOP = ("cancel", "finish")
+STOPPING = "runner stopping"  # cancel reasons starting so are interruptions, not decisions about the fire
 STATES = {"FINISHED": "succeeded", "KILLED": "killed"}  # anything else: failed
 MAX_LISTED = 50  # minutes listed in one misfire event; the count is always exact
 
@@ -35,6 +36,8 @@ class Launcher(Protocol):
                   on_spawn: Callable[[int, Optional[str]], None], cancel: asyncio.Event) -> TrainingJobResult: ...
 
     def recover(self, record: JobRecord, job: TrainingJob, why: str) -> Optional[TrainingJobResult]: ...
+
+    def resume_point(self, record: JobRecord, result: TrainingJobResult) -> tuple[Optional[str], str]: ...
 
 
 @dataclass
@@ -267,17 +270,22 @@ class Runner:
                     return
                 if not self.store.start_job(job.key, self.runner_id, now):
                     continue
+                resumed = {"resume_of": job.resume_run_id, "attempt": job.attempt} if job.resume_run_id else {}
                 self._event("fire.started", {**self._fire_payload(s, s.schedule_id, job.scheduled_minute, job.due_at),
                                              "asset_id": job.asset_id, "job_id": self._job(s, job, template).job_id,
                                              "algorithm": template.rl_config.algorithm,
                                              "mode": template.rl_config.training_mode,
-                                             "max_steps": template.rl_config.max_steps}, now)
-            self.log(f"{s.schedule_id} {job.scheduled_minute}: starting {job.asset_id} "
-                     f"(late {humanize(now - job.due_at)})")
+                                             "max_steps": template.rl_config.max_steps, **resumed}, now)
+            if job.resume_run_id:
+                self.log(f"{s.schedule_id} {job.scheduled_minute}: resuming {job.asset_id}, training run "
+                         f"{job.resume_run_id} (resume {job.attempt} of at most {s.max_resumes})")
+            else:
+                self.log(f"{s.schedule_id} {job.scheduled_minute}: starting {job.asset_id} "
+                         f"(late {humanize(now - job.due_at)})")
             self._launch(s, job, template)
 
     def _job(self, s: Schedule, job: JobRecord, template: TrainingJob) -> TrainingJob:
-        return fire_job(template, s.schedule_id, job.scheduled_minute, s.cron.zone_name)
+        return fire_job(template, s.schedule_id, job.scheduled_minute, s.cron.zone_name, job.resume_run_id)
 
     def _launch(self, s: Schedule, job: JobRecord, template: TrainingJob) -> None:
         cancel = asyncio.Event()
@@ -311,6 +319,8 @@ class Runner:
         state = STATES.get(result.status, "failed")
         current = self.store.job(job.key)
         cancel_reason = current.cancel_reason
+        if state != "succeeded" and self._resume_later(s, current, result, why or cancel_reason or result.error, now):
+            return
         with self.store.transaction():
             self.store.finish_job(job.key, state, asdict(result), now)
             payload = {**self._fire_payload(s, job.schedule_id, job.scheduled_minute, job.due_at),
@@ -318,7 +328,8 @@ class Runner:
                        "run_id": result.run_id, "run_ids": result.run_ids, "onnx_uri": result.onnx_uri,
                        "training_metrics": result.training_metrics, "eval_metrics": result.eval_metrics,
                        "registry": result.registry, "error": result.error,
-                       "started_at": iso(current.started_at) if current.started_at else None, "finished_at": iso(now)}
+                       "started_at": iso(current.started_at) if current.started_at else None, "finished_at": iso(now),
+                       "resumes": current.attempt}
             reason = why or cancel_reason or (result.error if state != "succeeded" else None)
             if reason:
                 payload["reason"] = reason
@@ -326,6 +337,37 @@ class Runner:
         self.log(f"{job.schedule_id} {job.scheduled_minute}: {job.asset_id} {result.status}"
                  + (f" run {result.run_id}" if result.run_id else "") + (f" ({reason})" if reason else ""))
         self.delivery.wake.set()
+
+    def _resume_later(self, s: Optional[Schedule], job: JobRecord, result: TrainingJobResult, reason: Optional[str],
+                      now: float) -> bool:
+        """The schedule's resume policy: an interrupted job goes back to pending, to continue its own training
+        run from its last checkpoint (here, or in the next runner on this file if this one is stopping)."""
+        if s is None or not s.resume_interrupted or job.state != "started":
+            return False
+        if job.cancel_reason and not job.cancel_reason.startswith(STOPPING):
+            return False  # cancelled on purpose (overlap policy replace): that is a decision, not an interruption
+        where = f"{job.schedule_id} {job.scheduled_minute}: {job.asset_id}"
+        if job.attempt >= s.max_resumes:
+            self.log(f"{where} not resumed: already resumed {job.attempt} time(s), the schedule's maximum")
+            return False
+        run_id, why_not = self.launcher.resume_point(job, result)
+        if run_id is None:
+            self.log(f"{where} not resumed: {why_not}")
+            return False
+        with self.store.transaction():
+            if not self.store.requeue_to_resume(job.key, run_id, asdict(result)):
+                return False
+            self._event("fire.interrupted", {
+                **self._fire_payload(s, job.schedule_id, job.scheduled_minute, job.due_at),
+                "asset_id": job.asset_id, "status": result.status, "run_id": result.run_id, "run_ids": result.run_ids,
+                "reason": reason, "resume_run_id": run_id, "attempt": job.attempt + 1, "max_attempts": s.max_resumes,
+                "detail": f"will continue training run {run_id} from its last checkpoint"
+                          + (" when a runner next starts" if self.stopping.is_set() else "")}, now)
+        self.log(f"{where} interrupted ({reason}); will continue training run {run_id} from its last checkpoint "
+                 f"(resume {job.attempt + 1} of at most {s.max_resumes})")
+        self._wake.set()
+        self.delivery.wake.set()
+        return True
 
     def _apply_cancel_requests(self) -> None:
         for job in self.store.jobs("j.state='started' AND j.owner=? AND j.cancel_reason IS NOT NULL",
@@ -354,7 +396,9 @@ class Runner:
                 why = None
             self._finish(s, job, result, why)
         # Fires a dead runner claimed but never launched: launch now if still on time (per misfire policy).
-        for job in self.store.jobs(f"j.state='pending' AND f.claimed_by IN ({marks})", tuple(dead)):
+        # (A job pending to resume an interrupted training is owed its continuation, however late.)
+        for job in self.store.jobs(f"j.state='pending' AND j.resume_run_id IS NULL AND f.claimed_by IN ({marks})",
+                                   tuple(dead)):
             s = self.schedules.get(job.schedule_id)
             if s is None:
                 continue
@@ -385,7 +429,7 @@ class Runner:
     def _on_signal(self, signame: str) -> None:
         if self.stopping.is_set() and self.settings.on_stop == "finish":
             self.log(f"{signame} again: cancelling running jobs")
-            self._cancel_all("runner stopping (second signal)")
+            self._cancel_all(f"{STOPPING} (second signal)")
             return
         self.log(f"{signame}: no new launches; " + ("cancelling" if self.settings.on_stop == "cancel" else
                                                    "waiting for") + f" {len(self.tasks)} running job(s)")
@@ -449,7 +493,7 @@ class Runner:
 
     async def _shutdown(self) -> None:
         if self.settings.on_stop == "cancel" and self.tasks:
-            self._cancel_all("runner stopping (on_stop=cancel)")
+            self._cancel_all(f"{STOPPING} (on_stop=cancel)")
         while self.tasks:
             await asyncio.wait(list(self.tasks.values()), timeout=self.settings.heartbeat_seconds)
             with self.store.transaction():  # still alive: nobody may take these jobs over

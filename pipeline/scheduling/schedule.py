@@ -34,6 +34,10 @@ class Schedule:
     misfire: str = "skip"
     misfire_grace_seconds: float = 3600.0
     enabled: bool = True
+    # A fire cut short from outside (runner stopped or killed, machine rebooted, trainer killed) is launched
+    # again to continue its own training run from the last checkpoint, at most max_resumes times.
+    resume_interrupted: bool = False
+    max_resumes: int = 3
     extra: dict = field(default_factory=dict)  # shown in `--list` (algorithm, mode, ...)
 
     def __post_init__(self) -> None:
@@ -49,6 +53,9 @@ class Schedule:
         if not self.misfire_grace_seconds >= 0:
             raise ScheduleError(f"{self.schedule_id}: misfire.grace_seconds must be >= 0, got "
                                 f"{self.misfire_grace_seconds}")
+        if isinstance(self.max_resumes, bool) or not isinstance(self.max_resumes, int) or self.max_resumes < 0:
+            raise ScheduleError(f"{self.schedule_id}: resume.max_attempts must be an integer >= 0, got "
+                                f"{self.max_resumes!r}")
         if not self.jobs:
             raise ScheduleError(f"{self.schedule_id}: a schedule needs at least one asset")
         ids = [j.asset_spec.asset_id for j in self.jobs]
@@ -65,4 +72,5 @@ class Schedule:
         what = ", ".join(f"{j.asset_spec.asset_id} ({j.rl_config.algorithm.lower()}, {j.rl_config.training_mode}, "
                          f"{j.rl_config.max_steps:,} steps)" for j in self.jobs)
         return (f"{self.schedule_id}: '{self.cron.expression}' {self.cron.zone_name}; overlap={self.overlap}, "
-                f"misfire={self.misfire}; trains {what}")
+                f"misfire={self.misfire}" + (f", resumes interrupted fires (at most {self.max_resumes}x)"
+                                             if self.resume_interrupted else "") + f"; trains {what}")

@@ -31,6 +31,12 @@ class MisfireConfig:
 
 
 @dataclass
+class ResumeConfig:
+    interrupted: bool = False  # continue a fire cut short from outside in its own MLflow run, from its checkpoint
+    max_attempts: int = 3  # resumes per job; then it is reported failed/killed as it ended
+
+
+@dataclass
 class ScheduleConfig:
     schedule_id: Optional[str] = None  # default: the file name
     cron: str = MISSING  # five fields, e.g. "0 2 * * *"
@@ -44,6 +50,7 @@ class ScheduleConfig:
     overrides: List[str] = field(default_factory=list)  # further pipeline Hydra overrides
     overlap: str = "forbid"  # allow | forbid | replace
     misfire: MisfireConfig = field(default_factory=MisfireConfig)
+    resume: ResumeConfig = field(default_factory=ResumeConfig)
 
 
 def schedule_names(directory: Path = SCHEDULE_DIR) -> list[str]:
@@ -97,6 +104,7 @@ def build_schedule(cfg: ScheduleConfig) -> Schedule:
         return Schedule(schedule_id=cfg.schedule_id, cron=cron, jobs=[job_for(cfg, a) for a in cfg.assets],
                         overlap=cfg.overlap, misfire=cfg.misfire.policy,
                         misfire_grace_seconds=cfg.misfire.grace_seconds, enabled=cfg.enabled,
+                        resume_interrupted=cfg.resume.interrupted, max_resumes=cfg.resume.max_attempts,
                         extra={"algorithm": cfg.algorithm, "mode": cfg.mode})
     except ScheduleError as exc:
         raise ConfigError(str(exc)) from None

@@ -4,6 +4,7 @@ Stages hand each other run ids and artifact URIs, as MLflow's multistep workflow
 """
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
@@ -14,6 +15,7 @@ from pipeline.stages import build, evaluate, register, train
 from pipeline.stages.common import experiment_for, plan_tags
 from pipeline.tracking import runs
 from pipeline.tracking.runs import stage_run
+from pipeline.training import resume
 
 
 @dataclass
@@ -30,10 +32,27 @@ class PipelineResult:
         return asdict(self)
 
 
+def resumed_parent(plan: RunPlan) -> Optional[str]:
+    """The pipeline run a resumed training belongs to, reopened so one interrupted-then-resumed pipeline
+    stays one `main` run (a scheduled fire keeps one run per asset). Not under `mlflow run`, which has
+    already made this process its own run."""
+    if not plan.cfg.get("resume") or os.environ.get("MLFLOW_RUN_ID"):
+        return None
+    train_run_id, _ = resume.resumable_run(plan.cfg["resume"], plan.asset_id, experiment_for(plan))
+    client = mlflow.MlflowClient()
+    parent_id = client.get_run(train_run_id).data.tags.get("mlflow.parentRunId")
+    if not parent_id:
+        return None
+    parent = client.get_run(parent_id)
+    if parent.data.tags.get("pipeline.stage") != "main" or parent.info.status == "FINISHED":
+        return None
+    return parent_id
+
+
 def run_pipeline(plan: RunPlan) -> PipelineResult:
     stages = plan.cfg["stages"]
     with stage_run("main", experiment_for(plan), f"{plan.asset_id}-{plan.algorithm}-s{plan.seed}",
-                   {**plan_tags(plan), **runs.code_version()}) as parent:
+                   {**plan_tags(plan), **runs.code_version()}, run_id=resumed_parent(plan)) as parent:
         result = PipelineResult("RUNNING", parent.info.run_id, plan.asset_id)
         if "build" in stages:
             result.build = build.build(plan)

@@ -90,6 +90,26 @@ def resumable_run(value: str, asset_id: str, experiment_id: str) -> tuple[str, P
     return value, Path(run.data.tags["results_dir"])
 
 
+# What our own code writes into `pipeline.error` when a training was stopped from outside (SIGTERM/SIGINT,
+# or its process vanished and `reap` found it), as opposed to failing on an error of its own.
+INTERRUPTION_PREFIXES = ("interrupted: ", "the training process died")
+
+
+def why_not_continued(run) -> Optional[str]:
+    """None if this training run was interrupted from outside and can continue from its checkpoint; else why not.
+
+    A run that failed on its own error (a bad config, a crashed player, a bug) is not resumed automatically:
+    it would fail the same way again."""
+    if run.data.tags.get("pipeline.stage") != "train":
+        return f"run {run.info.run_id} is not a training run"
+    if run.info.status == "FINISHED":
+        return "its training finished"
+    error = run.data.tags.get("pipeline.error")
+    if error and not error.startswith(INTERRUPTION_PREFIXES):
+        return f"it failed on its own error ({error[:200]})"
+    return _resumable(run)
+
+
 def _resumable(run) -> Optional[str]:
     write_path = Path(run.data.tags.get("results_dir", ""))
     if not any(write_path.glob("*/checkpoint.pt")):
