@@ -1,8 +1,8 @@
 """The bad-input corpus: every malformed input is refused before any side effect, naming what is wrong.
 
-One table across configs, overrides, datasets, cron expressions and schedules, asset ids and paths,
-webhook URLs, registry names and resume values. Each case runs against a fresh MLflow store and
-checks afterwards that no run and no results directory were created.
+One table across configs, overrides, classes named for Hydra to instantiate, datasets, cron expressions
+and schedules, asset ids and paths, webhook URLs, registry names and resume values. Each case runs against
+a fresh MLflow store and checks afterwards that no run and no results directory were created.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Callable
 import pytest
 
 from pipeline.config.compose import compose_plan
+from pipeline.run import check_command_line
 from pipeline.scheduling import cron, webhooks
 from pipeline.scheduling.schedule import Schedule
 from tests.conftest import all_runs
@@ -53,6 +54,28 @@ def schedule(**kw) -> Callable[[Path], object]:
     args.update(kw)
     return lambda tmp: Schedule(**args)
 
+
+def app(*argv: str) -> Callable[[Path], object]:
+    """`python -m pipeline.run <argv>` up to Hydra: what it checks before Hydra instantiates anything."""
+    return lambda tmp: check_command_line([a.replace("{tmp}", str(tmp)) for a in argv])
+
+
+def app_config(yaml_text: str, *argv: str) -> Callable[[Path], object]:
+    """The same with a config file of ours edited: `--config-dir {tmp} +payload=edited` merges yaml_text."""
+    def attempt(tmp: Path) -> object:
+        (tmp / "payload").mkdir()
+        text = "# @package _global_\n" + yaml_text.replace("{tmp}", str(tmp))
+        (tmp / "payload" / "edited.yaml").write_text(text)
+        return check_command_line(["--config-dir", str(tmp), "+payload=edited", *argv])
+    return attempt
+
+
+ALLOW_LIST = "(the allow-list is in pipeline/config/targets.py)"
+ONLY_OUR_CALLBACK = ("hydra.callbacks.<name>._target_ may only name pipeline.sweeps.callbacks.MlflowSweepCallback "
+                     f"{ALLOW_LIST}")
+NOTHING_INSTANTIATED = ("this config names no classes to instantiate; remove it (a _target_ may only stand at "
+                        "hydra.callbacks.<name>, hydra.launcher, hydra.sweeper or hydra.sweeper.sampler; "
+                        "the allow-list is in pipeline/config/targets.py)")
 
 CASES: list[tuple[str, Callable[[Path], object], str]] = [
     # --- configs and overrides -------------------------------------------------------------------
@@ -100,6 +123,60 @@ CASES: list[tuple[str, Callable[[Path], object], str]] = [
     ("_target_ in config", plan("+asset._target_=os.system"), "asset._target_='os.system': this config names no classes"),
     ("_target_ nested", plan("+algorithm.hyperparameters._target_=subprocess.call"),
      "algorithm.hyperparameters._target_='subprocess.call'"),
+    # --- classes Hydra would instantiate (python -m pipeline.run, mlflow run -P overrides=...) ------
+    ("hydra callback _target_",
+     app("+hydra.callbacks.evil._target_=os.system", "+hydra.callbacks.evil._args_=['touch {tmp}/results']"),
+     f"hydra.callbacks.evil._target_='os.system' is not allowed: {ONLY_OUR_CALLBACK}"),
+    ("hydra callback as a dict", app("+hydra.callbacks.evil={_target_: subprocess.call, _args_: [[touch, x]]}"),
+     f"hydra.callbacks.evil._target_='subprocess.call' is not allowed: {ONLY_OUR_CALLBACK}"),
+    ("our callback retargeted", app("hydra.callbacks.mlflow_sweep._target_=builtins.exec"),
+     f"hydra.callbacks.mlflow_sweep._target_='builtins.exec' is not allowed: {ONLY_OUR_CALLBACK}"),
+    ("_target_ inside our callback", app("+hydra.callbacks.mlflow_sweep.tuned_dir._target_=os.system"),
+     f"hydra.callbacks.mlflow_sweep.tuned_dir._target_='os.system': {NOTHING_INSTANTIATED}"),
+    ("_target_ interpolated", app("+hydra.callbacks.evil._target_=${oc.env:EVIL}"),
+     f"hydra.callbacks.evil._target_='${{oc.env:EVIL}}' is not allowed: {ONLY_OUR_CALLBACK}"),
+    ("_target_ swept",
+     app("-m", "+hydra.callbacks.evil._target_=pipeline.sweeps.callbacks.MlflowSweepCallback,os.system"),
+     f"hydra.callbacks.evil._target_='os.system' is not allowed: {ONLY_OUR_CALLBACK}"),
+    ("callback _args_ without _target_", app("+hydra.callbacks.evil._args_=['touch results']"),
+     "hydra.callbacks.evil._args_=['touch results']: hydra.callbacks.evil has no _target_ to instantiate with it; "
+     f"remove it {ALLOW_LIST}"),
+    ("_partial_ where nothing is instantiated", app("+hydra.run._partial_=true"),
+     "hydra.run._partial_=True: nothing is instantiated at hydra.run; remove it (only hydra.callbacks.<name>, "
+     "hydra.launcher, hydra.sweeper or hydra.sweeper.sampler are; the allow-list is in pipeline/config/targets.py)"),
+    ("launcher _target_", app("hydra.launcher._target_=os.system"),
+     "hydra.launcher._target_='os.system' is not allowed: hydra.launcher._target_ may only name one of "
+     "hydra._internal.core_plugins.basic_launcher.BasicLauncher, "
+     f"hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher {ALLOW_LIST}"),
+    ("sweeper _target_", app("-m", "hydra.sweeper._target_=pathlib.Path.write_text"),
+     "hydra.sweeper._target_='pathlib.Path.write_text' is not allowed: hydra.sweeper._target_ may only name one of "
+     "hydra._internal.core_plugins.basic_sweeper.BasicSweeper, "
+     f"hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper {ALLOW_LIST}"),
+    ("optuna sampler _target_", app("-m", "+search=ppo", "hydra.sweeper.sampler._target_=os.system"),
+     "hydra.sweeper.sampler._target_='os.system' is not allowed: hydra.sweeper.sampler._target_ may only name one of "
+     "optuna.samplers.CmaEsSampler, optuna.samplers.GridSampler, optuna.samplers.MOTPESampler, "
+     f"optuna.samplers.NSGAIISampler, optuna.samplers.RandomSampler, optuna.samplers.TPESampler {ALLOW_LIST}"),
+    ("optuna custom search space", app("-m", "+search=ppo", "hydra.sweeper.custom_search_space=os.system"),
+     "hydra.sweeper.custom_search_space='os.system' is not allowed: hydra.sweeper.custom_search_space may only be null "
+     f"{ALLOW_LIST}"),
+    ("logging handler class", app("hydra.job_logging.handlers.console.class=subprocess.Popen"),
+     "hydra.job_logging.handlers.console.class='subprocess.Popen' is not allowed: hydra.job_logging.handlers.<name>.class"
+     f" may only name one of logging.FileHandler, logging.StreamHandler {ALLOW_LIST}"),
+    ("pipeline _target_ on the app", app("+asset._target_=os.system"),
+     f"asset._target_='os.system': {NOTHING_INSTANTIATED}"),
+    ("callback in an edited config", app_config("hydra:\n  callbacks:\n    evil:\n      _target_: builtins.open\n"
+                                                "      _args_: ['{tmp}/results', w]\n"),
+     f"hydra.callbacks.evil._target_='builtins.open' is not allowed: {ONLY_OUR_CALLBACK}"),
+    ("callback built by an interpolation",
+     app_config("hydra:\n  callbacks:\n    evil: \"${oc.create:{_target_: builtins.open, _args_: ['{tmp}/results', w]}}\"\n"),
+     f"hydra.callbacks.evil._target_='builtins.open' is not allowed: {ONLY_OUR_CALLBACK}"),
+    ("logging factory in an edited config",
+     app_config("hydra:\n  job_logging:\n    filters:\n      evil:\n        (): os.system\n"),
+     "hydra.job_logging.filters.evil.()='os.system' is not allowed: nothing may be named for instantiation there; "
+     f"remove it {ALLOW_LIST}"),
+    ("rerun from a pickle", app("--experimental-rerun", "{tmp}/config.pickle"),
+     "--experimental-rerun is not accepted: it unpickles a saved config (which can run any code) and skips the config "
+     "checks; run again with the same overrides instead"),
     # --- asset ids and paths ---------------------------------------------------------------------
     ("asset id traversal", plan("asset.asset_id=../../etc"), "asset.asset_id '../../etc' must be 1-64 letters"),
     ("asset id slash", plan("asset.asset_id=nav/001"), "asset.asset_id 'nav/001' must be"),

@@ -16,6 +16,7 @@ import attr
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.config.errors import ConfigError
+from pipeline.config.targets import check_config
 from pipeline.registry.settings import check_registry_config
 from pipeline.training.resume import check_resume_value
 from pipeline.unity.player import player_path
@@ -86,7 +87,7 @@ def build_plan(cfg: DictConfig | dict) -> RunPlan:
     else:
         raw = cfg
     assert isinstance(raw, dict)
-    _refuse_targets(raw, "")
+    check_config(raw)  # the pipeline config instantiates nothing: any _target_ in it is refused
 
     max_steps = raw.get("max_steps")
     if max_steps is None:
@@ -113,20 +114,6 @@ def build_plan(cfg: DictConfig | dict) -> RunPlan:
     check_mode(raw, tuple(n for n, _ in SIMULATIONS[simulation].spec.observations) if simulation else None)
     return RunPlan(cfg=raw, behavior_name=behavior, simulation=simulation,
                    trainer_settings=settings, max_steps=max_steps, seed=seed)
-
-
-def _refuse_targets(node: Any, path: str) -> None:
-    """The pipeline instantiates nothing from its config: a `_target_` here is a mistake or an attack."""
-    if isinstance(node, dict):
-        for key, value in node.items():
-            where = f"{path}.{key}" if path else str(key)
-            if key == "_target_":
-                raise ConfigError(f"{where}={value!r}: this config names no classes to instantiate; remove it "
-                                  "(only the pipeline's own Hydra callbacks under hydra.callbacks are instantiated)")
-            _refuse_targets(value, where)
-    elif isinstance(node, list):
-        for i, value in enumerate(node):
-            _refuse_targets(value, f"{path}[{i}]")
 
 
 def _check_env(env: dict, evaluation: dict) -> None:
