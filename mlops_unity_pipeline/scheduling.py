@@ -22,7 +22,11 @@ from pipeline.scheduling.cron import CronSchedule
 from pipeline.scheduling.launcher import PipelineLauncher, fire_job
 from pipeline.scheduling.runner import Runner, RunnerSettings, say, utcnow
 from pipeline.scheduling.schedule import Schedule
-from pipeline.tracking.store import REPO_ROOT
+from pipeline.tracking.store import REPO_ROOT, redact_uri
+
+
+def _redacting(log: Callable[[str], None]) -> Callable[[str], None]:
+    return lambda message: log(redact_uri(message))
 
 
 def default_state_path() -> Path:
@@ -53,8 +57,9 @@ class TrainingScheduler:
             state_path=state, max_concurrent_jobs=max_concurrent_jobs, webhook_url=webhook_url,
             webhook_secret=webhook_secret if webhook_secret is not None else os.environ.get("MLOPS_WEBHOOK_SECRET"),
             on_stop=on_stop, **settings)
-        launcher = PipelineLauncher(orchestrator, state.parent / f"{state.stem}-results", log=log)
-        self.runner = Runner([], launcher, self.settings, clock=clock, log=log)
+        shown = _redacting(log)  # a job's error can quote the tracking URI (MLflow's errors do), password included
+        launcher = PipelineLauncher(orchestrator, state.parent / f"{state.stem}-results", log=shown)
+        self.runner = Runner([], launcher, self.settings, clock=clock, log=shown)
 
     @property
     def schedules(self) -> dict[str, Schedule]:

@@ -9,11 +9,13 @@ import contextlib
 import json
 import shlex
 import sys
+import traceback
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
 from pipeline.config.errors import ConfigError
+from pipeline.tracking.store import redact_uri
 
 EXIT_CONFIG = 2
 EXIT_INTERRUPTED = 143  # 128 + SIGTERM, what a shell reports for a terminated process
@@ -25,17 +27,38 @@ def reported() -> Iterator[None]:
     from pipeline.tracking.runs import StageInterrupted
     from pipeline.unity.editor import BuildFailed
 
+    _redact_tracebacks()
     try:
         yield
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
+        print(redact_uri(f"error: {exc}"), file=sys.stderr, flush=True)
         sys.exit(EXIT_CONFIG)
     except BuildFailed as exc:  # the editor's own error, already logged with Editor.log on the build run
-        print(f"error: build failed: {exc}", file=sys.stderr, flush=True)
+        print(redact_uri(f"error: build failed: {exc}"), file=sys.stderr, flush=True)
         sys.exit(1)
     except (StageInterrupted, KeyboardInterrupt) as exc:  # SIGTERM/Ctrl-C: saved and ended KILLED
-        print(f"interrupted: {exc}", file=sys.stderr, flush=True)
+        print(redact_uri(f"interrupted: {exc}"), file=sys.stderr, flush=True)
         sys.exit(EXIT_INTERRUPTED)
+    except Exception as exc:
+        if redact_uri(str(exc)) == str(exc):
+            raise  # nothing to hide: the caller (Python, Hydra) reports it as usual
+        # It quotes a password (MLflow's errors quote the tracking URI whole); Hydra would print it as is.
+        sys.stderr.write(redact_uri(traceback.format_exc()))
+        sys.stderr.flush()
+        sys.exit(1)
+
+
+def _redacting_excepthook(kind, exc, tb) -> None:
+    sys.stderr.write(redact_uri("".join(traceback.format_exception(kind, exc, tb))))
+    sys.stderr.flush()
+
+
+def _redact_tracebacks() -> None:
+    """Uncaught errors still print their traceback, without passwords: MLflow's own errors quote the tracking
+    URI whole ("API request to http://user:PASSWORD@host/... failed"), and a scheduled job's last stderr
+    line becomes its webhook's `error`."""
+    if sys.excepthook is sys.__excepthook__:
+        sys.excepthook = _redacting_excepthook
 
 
 def overrides_from(args: argparse.Namespace) -> list[str]:

@@ -21,8 +21,9 @@ from mlops_unity_pipeline.jobs import UnityMLOpsOrchestrator  # noqa: E402
 from mlops_unity_pipeline.scheduling import default_state_path  # noqa: E402
 from pipeline.cli import reported  # noqa: E402
 from pipeline.scheduling.launcher import PipelineLauncher  # noqa: E402
-from pipeline.scheduling.runner import Runner, RunnerSettings, upcoming, utcnow  # noqa: E402
+from pipeline.scheduling.runner import Runner, RunnerSettings, say, upcoming, utcnow  # noqa: E402
 from pipeline.scheduling.settings import SCHEDULE_DIR, load_schedules  # noqa: E402
+from pipeline.tracking.store import redact_uri  # noqa: E402
 
 
 def parser() -> argparse.ArgumentParser:
@@ -55,7 +56,7 @@ def main(argv=None) -> None:
                                       webhook_secret=os.environ.get("MLOPS_WEBHOOK_SECRET"),
                                       webhook_timeout=args.webhook_timeout, on_stop=args.on_stop)
         except ValueError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            print(redact_uri(f"error: {exc}"), file=sys.stderr)
             sys.exit(2)
     if args.list is not None:
         for s in schedules:
@@ -65,9 +66,12 @@ def main(argv=None) -> None:
                   f"{s.cron.zone_name}  {', '.join(s.asset_ids)}")
         return
     state = settings.state_path
+    def log(message: str) -> None:  # a job's error can quote the tracking URI (MLflow's errors do): no password
+        say(redact_uri(message))
+
     launcher = PipelineLauncher(UnityMLOpsOrchestrator(experiment_name=args.experiment_name),
-                                state.parent / f"{state.stem}-results")
-    runner = Runner(schedules, launcher, settings)
+                                state.parent / f"{state.stem}-results", log=log)
+    runner = Runner(schedules, launcher, settings, log=log)
     asyncio.run(runner.run_forever())
 
 

@@ -14,6 +14,7 @@ from mlflow.exceptions import MlflowException
 from pipeline.config.errors import ConfigError
 from pipeline.registry.gate import Evaluation
 from pipeline.digest import file_sha256
+from pipeline.tracking.store import redact_uri
 
 UNITY_POLICY_DIR = "unity"  # as pipeline.stages.train writes it
 MODEL_NAME = "policy"
@@ -65,7 +66,8 @@ def collect(run_id: str, eval_metrics: Optional[dict], workdir: Path) -> PolicyS
     try:
         run = client.get_run(run_id)
     except MlflowException:
-        raise ConfigError(f"--run_id {run_id}: no such run in the tracking store {mlflow.get_tracking_uri()}; "
+        raise ConfigError(f"--run_id {run_id}: no such run in the tracking store "
+                          f"{redact_uri(mlflow.get_tracking_uri())}; "
                           "give the id of a training run (the `train` stage's run)") from None
     tags = run.data.tags
     stage = tags.get("pipeline.stage")

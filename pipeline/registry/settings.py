@@ -100,6 +100,9 @@ def _check_vertex(reg: Mapping[str, Any]) -> None:
         if not reg["api_endpoint"]:
             raise ConfigError("registry.credentials=anonymous only works against an emulator: set "
                               "registry.api_endpoint (and registry.storage_endpoint) to it")
+    elif creds is not None and str(creds).lstrip().startswith("{"):  # the key itself: never quote it back
+        raise ConfigError("registry.credentials must be the path of a service-account key file, not the key's "
+                          "contents; write it to a file only you can read and give that path")
     elif creds is not None and not Path(creds).expanduser().is_file():
         raise ConfigError(f"registry.credentials={creds!r}: no such key file; give the path of a service-account "
                           "key JSON, or leave it unset to use Application Default Credentials")

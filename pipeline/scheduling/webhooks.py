@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import json
 import random
+import re
 import sys
 import time
 import urllib.error
@@ -34,24 +35,40 @@ DELIVERY_HEADER = "X-Mlops-Delivery"
 EVENT_HEADER = "X-Mlops-Event"
 
 
-def check_url(url: str) -> None:
-    """Refuse a webhook URL that could never work, or that would put a credential into logs."""
-    from urllib.parse import urlsplit
+# Query parameters that are credentials (?token=..., ?api_key=..., ?sig=...): refused like a user:password.
+_CREDENTIAL_PARAM = re.compile(r"^(sig|code|key|auth|pwd|pass)$|password|passwd|secret|token|api[_-]?key|"
+                               r"access[_-]?key|signature|credential|authorization", re.IGNORECASE)
 
+
+def check_url(url: str) -> None:
+    """Refuse a webhook URL that could never work, or that would put a credential into logs.
+
+    Error messages quote the URL with any password replaced by *** (they are printed and logged)."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    from pipeline.tracking.store import redact_uri
+
+    shown = redact_uri(url) if isinstance(url, str) else url
     if not isinstance(url, str) or not url or any(c.isspace() for c in url):
-        raise ValueError(f"webhook_url {url!r} must be an http(s) URL without spaces, e.g. https://hooks.example.com/training")
+        raise ValueError(f"webhook_url {shown!r} must be an http(s) URL without spaces, "
+                         "e.g. https://hooks.example.com/training")
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https"):
-        raise ValueError(f"webhook_url {url!r}: scheme {parts.scheme or '(none)'!r} is not http or https")
-    if not parts.hostname:
-        raise ValueError(f"webhook_url {url!r} has no host")
-    if parts.username or parts.password:
+    if parts.username or parts.password or "@" in parts.netloc:
         raise ValueError("webhook_url must not carry a user or password (it would appear in logs); "
                          "authenticate with the signing secret (MLOPS_WEBHOOK_SECRET) instead")
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"webhook_url {shown!r}: scheme {parts.scheme or '(none)'!r} is not http or https")
+    if not parts.hostname:
+        raise ValueError(f"webhook_url {shown!r} has no host")
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    secret_params = sorted({k for k, _ in query if _CREDENTIAL_PARAM.search(k)})
+    if secret_params:
+        raise ValueError(f"webhook_url must not carry a credential in its query ({', '.join(secret_params)}; it would "
+                         "appear in logs); authenticate with the signing secret (MLOPS_WEBHOOK_SECRET) instead")
     try:
         parts.port
     except ValueError:
-        raise ValueError(f"webhook_url {url!r} has an invalid port") from None
+        raise ValueError(f"webhook_url {shown!r} has an invalid port") from None
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
@@ -74,9 +91,13 @@ def verify(secret: str, headers: Mapping[str, str], body: bytes, now: Optional[f
 def enqueue(store: ClaimStore, event: str, payload: dict[str, Any], now: float) -> str:
     """Add an event to the outbox; call inside the transaction that makes it true."""
     assert event in EVENTS, event
+    from pipeline.tracking.store import redact_uri
+
     delivery_id = str(uuid.uuid4())
-    body = json.dumps({"event": event, "delivery_id": delivery_id, "created_at": now, **payload},
-                      sort_keys=True, default=str).encode()
+    # Redacted: an error quoted in a payload (a job's last stderr line, an MLflow error) can carry a
+    # tracking URI's password; the body is stored in the outbox and sent to a third party.
+    body = redact_uri(json.dumps({"event": event, "delivery_id": delivery_id, "created_at": now, **payload},
+                                 sort_keys=True, default=str)).encode()
     store.db.execute("INSERT INTO outbox (delivery_id, event, body, created_at, next_attempt_at) "
                      "VALUES (?, ?, ?, ?, ?)", (delivery_id, event, body, now, now))
     return delivery_id

@@ -17,7 +17,7 @@ from pipeline.stages.common import experiment_for, plan_tags
 from pipeline.tracking import runs
 from pipeline.tracking.runs import StageInterrupted, stage_run
 from pipeline.tracking.stats_writer import MLflowStatsWriter, ProgressWriter
-from pipeline.tracking.store import REPO_ROOT
+from pipeline.tracking.store import REPO_ROOT, redact_uri
 from pipeline.training import resume
 
 CURVE_METRICS = ("Environment/Cumulative Reward", "Environment/Success Rate", "Environment/Episode Length",
@@ -60,7 +60,7 @@ def train(plan: RunPlan, build_run_id: Optional[str] = None) -> TrainResult:
         else:
             runs.log_params({**plan.cfg, "max_steps": plan.max_steps})
             mlflow.log_text(yaml.safe_dump(plan.trainer_config(), sort_keys=False), "trainer_config.yaml")
-            mlflow.log_text(yaml.safe_dump(plan.cfg, sort_keys=False), "config.yaml")
+            mlflow.log_text(redact_uri(yaml.safe_dump(plan.cfg, sort_keys=False)), "config.yaml")
             runs.set_tags({"results_dir": str(results_root / run_id)})
 
         if plan.mode == "online":

@@ -30,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline.sweeps import jobs
 from pipeline.tracking import runs, store
+from pipeline.tracking.store import redact_uri
 
 PARENT_ENV = "PIPELINE_SWEEP_RUN_ID"  # set in the sweep process, inherited by launcher workers
 KEYS_ENV = "PIPELINE_SWEEP_KEYS"  # the keys the sweep varies: they name a job and group its seeds
@@ -78,7 +79,8 @@ class MlflowSweepCallback(Callback):
         try:
             self._start(config, overrides)
         except Exception as exc:  # Hydra would only warn and run the jobs untracked: stop instead
-            print(f"error: cannot track the sweep in MLflow ({type(exc).__name__}: {exc}); no job was started",
+            print(redact_uri(f"error: cannot track the sweep in MLflow ({type(exc).__name__}: {exc}); "
+                             "no job was started"),
                   file=sys.stderr, flush=True)
             if _sweep is not None:
                 _finish(self, completed=False)
@@ -92,7 +94,8 @@ class MlflowSweepCallback(Callback):
         adopted = os.environ.pop("MLFLOW_RUN_ID", None)  # `mlflow run`'s run is the sweep; never a job's
         client = mlflow.MlflowClient()
         search = _is_search(config)
-        tags = {"pipeline.stage": "search" if search else "sweep", "sweep.overrides": " ".join(overrides)[:MAX_TAG],
+        tags = {"pipeline.stage": "search" if search else "sweep",
+                "sweep.overrides": redact_uri(" ".join(overrides))[:MAX_TAG],
                 "sweep.dir": str(Path(config.hydra.sweep.dir).resolve()),
                 "sweep.sweeper": _short(config.hydra.sweeper._target_),
                 "sweep.launcher": _short(config.hydra.launcher._target_),
@@ -110,7 +113,7 @@ class MlflowSweepCallback(Callback):
         if search:
             params.update({f"search.{k}": str(v) for k, v in config.hydra.sweeper.params.items()})
             params["search.n_trials"] = str(config.hydra.sweeper.n_trials)
-        client.log_batch(parent, params=[Param(k, v[:6000]) for k, v in params.items()])
+        client.log_batch(parent, params=[Param(k, redact_uri(v)[:6000]) for k, v in params.items()])
 
         server, prior_uri = None, os.environ.get("MLFLOW_TRACKING_URI")
         n_jobs = _n_jobs(config)
@@ -149,15 +152,15 @@ class MlflowSweepCallback(Callback):
         varied = {k: v for k, v in params.items() if k in swept}
         client = mlflow.MlflowClient()
         tags = {"mlflow.parentRunId": parent, "pipeline.sweep_run_id": parent,
-                "sweep.job": str(config.hydra.job.num), "sweep.overrides": " ".join(overrides)[:MAX_TAG],
-                "sweep.config": jobs.config_key(varied)[:MAX_TAG],
-                **{f"sweep.override.{k}": v[:MAX_TAG] for k, v in params.items()}}
+                "sweep.job": str(config.hydra.job.num), "sweep.overrides": redact_uri(" ".join(overrides))[:MAX_TAG],
+                "sweep.config": redact_uri(jobs.config_key(varied))[:MAX_TAG],
+                **{f"sweep.override.{k}": redact_uri(v)[:MAX_TAG] for k, v in params.items()}}
         experiment_id = store.experiment_id(config.tracking.experiment_name)
         name = " ".join(f"{k}={v}" for k, v in varied.items()) or "default"
-        child = client.create_run(experiment_id, run_name=f"#{config.hydra.job.num} {name}"[:250],
+        child = client.create_run(experiment_id, run_name=redact_uri(f"#{config.hydra.job.num} {name}")[:250],
                                   tags=tags).info.run_id
         if params:
-            client.log_batch(child, params=[Param(k, v[:6000]) for k, v in params.items()])
+            client.log_batch(child, params=[Param(k, redact_uri(v)[:6000]) for k, v in params.items()])
         os.environ["MLFLOW_RUN_ID"] = child  # the pipeline's `main` run adopts it (tracking/runs.py)
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
@@ -172,9 +175,9 @@ class MlflowSweepCallback(Callback):
         failed = job_return.status == JobStatus.FAILED
         error = job_return._return_value if failed else None
         if failed:
-            client.set_tag(child, "pipeline.error", f"{type(error).__name__}: {error}"[:MAX_TAG])
-            print(f"sweep: job #{config.hydra.job.num} ({' '.join(config.hydra.overrides.task)}) FAILED: "
-                  f"{type(error).__name__}: {error}", file=sys.stderr, flush=True)
+            client.set_tag(child, "pipeline.error", redact_uri(f"{type(error).__name__}: {error}")[:MAX_TAG])
+            print(redact_uri(f"sweep: job #{config.hydra.job.num} ({' '.join(config.hydra.overrides.task)}) FAILED: "
+                             f"{type(error).__name__}: {error}"), file=sys.stderr, flush=True)
         if client.get_run(child).info.status == "RUNNING":  # died before its pipeline run could end it
             client.set_terminated(child, "FAILED" if failed else "FINISHED")
 

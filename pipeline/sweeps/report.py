@@ -22,6 +22,7 @@ from typing import Optional, Sequence
 import mlflow
 
 from pipeline.sweeps.aggregate import Estimate, over_seeds
+from pipeline.tracking.store import redact_uri
 
 ARTIFACT_DIR = "comparison"
 CURVES = ("Environment/Cumulative Reward", "Environment/Success Rate")
@@ -115,8 +116,8 @@ def collect(parent: str, client: Optional[mlflow.MlflowClient] = None) -> Summar
     try:
         parent_run = client.get_run(parent)
     except mlflow.exceptions.MlflowException:
-        raise LookupError(f"no run {parent} in the tracking store {mlflow.get_tracking_uri()}; give the sweep's "
-                          "parent run id (printed as 'sweep: parent run ...')") from None
+        raise LookupError(f"no run {parent} in the tracking store {redact_uri(mlflow.get_tracking_uri())}; "
+                          "give the sweep's parent run id (printed as 'sweep: parent run ...')") from None
     children = client.search_runs([parent_run.info.experiment_id],
                                   filter_string=f"tags.mlflow.parentRunId = '{parent}'", max_results=5000)
     jobs = []

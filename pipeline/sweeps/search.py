@@ -17,7 +17,7 @@ from mlflow.entities import RunTag
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.sweeps import jobs
-from pipeline.tracking.store import REPO_ROOT
+from pipeline.tracking.store import REPO_ROOT, redact_uri
 
 
 def fixed_overrides(config: DictConfig) -> list[str]:
@@ -35,14 +35,15 @@ def run_baseline(config: DictConfig, parent: str, experiment_id: str) -> Optiona
     client = mlflow.MlflowClient()
     child = client.create_run(experiment_id, run_name="baseline: default config", tags={
         "mlflow.parentRunId": parent, "pipeline.sweep_run_id": parent, "sweep.job": "baseline",
-        "sweep.role": "baseline", "sweep.overrides": " ".join(overrides), "sweep.config": "default (baseline)"}).info.run_id
+        "sweep.role": "baseline", "sweep.overrides": redact_uri(" ".join(overrides)),
+        "sweep.config": "default (baseline)"}).info.run_id
     print(f"search: training the default config as the baseline (run {child})", flush=True)
     os.environ["MLFLOW_RUN_ID"] = child
     try:
         run_pipeline(build_plan(compose(config_name=config.hydra.job.config_name, overrides=overrides)))
     except Exception as exc:  # the search's result stands without it; say so
-        client.set_tag(child, "pipeline.error", f"{type(exc).__name__}: {exc}"[:5000])
-        print(f"search: the baseline failed ({type(exc).__name__}: {exc})", file=sys.stderr, flush=True)
+        client.set_tag(child, "pipeline.error", redact_uri(f"{type(exc).__name__}: {exc}")[:5000])
+        print(redact_uri(f"search: the baseline failed ({type(exc).__name__}: {exc})"), file=sys.stderr, flush=True)
     finally:
         os.environ.pop("MLFLOW_RUN_ID", None)
         while mlflow.active_run():
@@ -107,7 +108,7 @@ def finish(config: DictConfig, parent: str, experiment_id: str, tuned_dir: str, 
     searched = ", ".join(str(k) for k in config.hydra.sweeper.params)
     header = (f"# Best trial of the Optuna search in MLflow run {parent} (trial run {best.info.run_id}).\n"
               f"# {message}.\n"
-              f"# Searched: {searched}. Trial overrides: {' '.join(overrides)}\n"
+              f"# Searched: {searched}. Trial overrides: {redact_uri(' '.join(overrides))}\n"
               f"# Use it: python -m pipeline.run algorithm={name} asset={asset}"
               f" (raise max_steps=... to train longer)\n")
     out_dir = Path(tuned_dir) if Path(tuned_dir).is_absolute() else REPO_ROOT / tuned_dir

@@ -10,7 +10,7 @@ from typing import Any, Iterator, Mapping, Optional
 import mlflow
 from mlflow.entities import Param, RunStatus, RunTag
 
-from pipeline.tracking.store import REPO_ROOT
+from pipeline.tracking.store import REPO_ROOT, redact_uri
 
 
 class StageInterrupted(Exception):
@@ -34,13 +34,14 @@ def stage_run(stage: str, experiment_id: str, run_name: str, tags: Mapping[str, 
     try:
         yield run
     except (KeyboardInterrupt, StageInterrupted) as exc:
-        mlflow.set_tag("pipeline.error", f"interrupted: {exc}"[:5000])
+        mlflow.set_tag("pipeline.error", redact_uri(f"interrupted: {exc}")[:5000])
         mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
         raise
     except BaseException as exc:
         with contextlib.suppress(Exception):
-            mlflow.set_tag("pipeline.error", f"{type(exc).__name__}: {exc}"[:5000])
-            mlflow.log_text(traceback.format_exc(), "error.txt")
+            # Redacted: MLflow's own errors quote the tracking URI, password included.
+            mlflow.set_tag("pipeline.error", redact_uri(f"{type(exc).__name__}: {exc}")[:5000])
+            mlflow.log_text(redact_uri(traceback.format_exc()), "error.txt")
         mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
         raise
     else:
@@ -48,13 +49,14 @@ def stage_run(stage: str, experiment_id: str, run_name: str, tags: Mapping[str, 
 
 
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Dotted keys -> string values, any URI password in them replaced by *** (e.g. tracking.tracking_uri)."""
     out: dict[str, str] = {}
     for key, value in d.items():
         name = f"{prefix}{key}"
         if isinstance(value, Mapping) and value:
             out.update(flatten(value, f"{name}."))
         else:
-            out[name] = str(value)[:6000]
+            out[name] = redact_uri(str(value))[:6000]
     return out
 
 
@@ -89,4 +91,4 @@ def software_versions() -> dict[str, str]:
 
 def set_tags(tags: Mapping[str, str]) -> None:
     mlflow.MlflowClient().log_batch(mlflow.active_run().info.run_id,
-                                    tags=[RunTag(k, str(v)) for k, v in tags.items()])
+                                    tags=[RunTag(k, redact_uri(str(v))) for k, v in tags.items()])

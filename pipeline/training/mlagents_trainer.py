@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,9 +28,10 @@ from mlagents.trainers.subprocess_env_manager import SubprocessEnvManager
 from mlagents.trainers.trainer import TrainerFactory
 from mlagents.trainers.trainer_controller import TrainerController
 from mlagents.trainers.training_status import GlobalTrainingStatus, StatusType
-from mlagents_envs.timers import reset_timers
+from mlagents_envs.timers import add_metadata as add_timer_metadata, reset_timers
 
 from pipeline.config.plan import RunPlan
+from pipeline.tracking.store import redact_uri
 from pipeline.training import atomic_checkpoints
 from pipeline.training import env_factory
 
@@ -120,6 +122,8 @@ def _reset_mlagents_globals() -> None:
     """ML-Agents keeps training status, timers and stats in module globals; start each run clean."""
     GlobalTrainingStatus.saved_state.clear()
     reset_timers()
+    # timers.json (a run_logs artifact) records the command line, whose --overrides may carry a tracking URI.
+    add_timer_metadata("command_line_arguments", redact_uri(" ".join(sys.argv)))
     StatsReporter.stats_dict.clear()
 
 
