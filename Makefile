@@ -54,8 +54,10 @@ schedule: $(STAMP)
 bench-offline: $(STAMP)
 	$(BIN)/python -m pipeline.offline.benchmark --seeds 0 1 2
 
+# The store goes through the environment, not argv: a password in it stays out of `ps` and make's echo.
 ui: $(STAMP)
-	$(BIN)/mlflow ui --backend-store-uri "$(MLFLOW_TRACKING_URI)" --host 127.0.0.1 --port 5000
+	@$(BIN)/python -c "import os; from pipeline.tracking.store import redact_uri; print('mlflow ui on http://127.0.0.1:5000, store', redact_uri(os.environ['MLFLOW_TRACKING_URI']))"
+	@MLFLOW_BACKEND_STORE_URI="$$MLFLOW_TRACKING_URI" $(BIN)/mlflow ui --host 127.0.0.1 --port 5000
 
 lock: $(STAMP)
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v -E '^(mlagents|mlagents-envs)==' > requirements.lock.new

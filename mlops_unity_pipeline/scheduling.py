@@ -44,6 +44,8 @@ class TrainingSchedule:
     misfire_policy: str = "skip"  # skip | run_once (the newest missed fire, if at most misfire_grace_seconds late)
     misfire_grace_seconds: float = 3600.0
     enabled: bool = True
+    resume_interrupted: bool = False  # continue a fire cut short (runner stopped, reboot) from its checkpoint
+    max_resumes: int = 3
 
 
 class TrainingScheduler:
@@ -72,7 +74,8 @@ class TrainingScheduler:
                 for spec in schedule.asset_specs]
         checked = Schedule(schedule.schedule_id, cron, jobs, overlap=schedule.overlap_policy,
                            misfire=schedule.misfire_policy, misfire_grace_seconds=schedule.misfire_grace_seconds,
-                           enabled=schedule.enabled)
+                           enabled=schedule.enabled, resume_interrupted=schedule.resume_interrupted,
+                           max_resumes=schedule.max_resumes)
         for job in jobs:
             self._validate(fire_job(job, schedule.schedule_id, "2000-01-01T00:00", cron.zone_name))
         self.runner.add(checked)

@@ -297,15 +297,7 @@ def test_a_fire_whose_tracking_server_is_down_leaks_no_password(store, tmp_path,
     assert {"stdout", "webhook body 0", "claims jobs", "claims outbox"} <= {p.split(" (")[0] for p in
                                                                            scanner.found("tracer")}
     leaks = sorted((n, p) for n, p in scanner.hits if n != "tracer")
-    # The runner stores the launcher's error unredacted in the jobs table (pipeline/scheduling/runner.py,
-    # `_finish` and `_resume_later`, is not this test's to change): known, reported, and the only tolerated hit.
-    in_jobs_table = [(n, p) for n, p in leaks if p == "claims jobs" or p.startswith("claims db file")]
-    others = [leak for leak in leaks if leak not in in_jobs_table]
-    assert others == [], "secrets leaked:\n" + "\n".join(f"  {n} -> {p}" for n, p in leaks)
-    if in_jobs_table:
-        pytest.xfail("known leak: the claims database's jobs.result keeps the launcher's unredacted error "
-                     "(fix: redact TrainingJobResult.error in Runner._finish/_resume_later with "
-                     "pipeline.tracking.store.redact_uri)")
+    assert leaks == [], "secrets leaked:\n" + "\n".join(f"  {n} -> {p}" for n, p in leaks)
 
 
 # -- the pieces, quickly ---------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import signal
 import socket
 import threading
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Optional, Protocol
@@ -24,6 +24,7 @@ from pipeline.scheduling.claims import ClaimStore, JobRecord
 from pipeline.scheduling.cron import UTC, Fire
 from pipeline.scheduling.launcher import alive, fire_job
 from pipeline.scheduling.schedule import ON_TIME_SECONDS, Schedule
+from pipeline.tracking.store import redact_uri
 
 ON_STOP = ("cancel", "finish")
 STOPPING = "runner stopping"  # cancel reasons starting so are interruptions, not decisions about the fire
@@ -315,6 +316,9 @@ class Runner:
             self.store.set_pid(key, pid, start)
 
     def _finish(self, s: Optional[Schedule], job: JobRecord, result: TrainingJobResult, why: Optional[str]) -> None:
+        if result.error:  # a launcher error can quote the tracking URI whole (MLflow's errors do)
+            result = replace(result, error=redact_uri(result.error))
+        why = redact_uri(why) if why else why
         now = self.now()
         state = STATES.get(result.status, "failed")
         current = self.store.job(job.key)
@@ -461,7 +465,7 @@ class Runner:
         delivery = self._loop.create_task(self.delivery.run(delivery_stop))
         self.log(f"runner {self.runner_id}: {len(self.schedules)} schedule(s), state {self.settings.state_path}, "
                  f"max {self.settings.max_concurrent_jobs} concurrent job(s), on stop: {self.settings.on_stop}, "
-                 f"webhook: {self.settings.webhook_url or 'none'}")
+                 f"webhook: {webhooks.shown(self.settings.webhook_url) if self.settings.webhook_url else 'none'}")
         for s in self.schedules.values():
             self.log(("  " if s.enabled else "  (disabled) ") + s.describe())
         self.print_next()

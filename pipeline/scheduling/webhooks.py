@@ -2,7 +2,7 @@
 then delivered in the background with timeouts and exponential backoff.
 
 Headers on every POST (HMAC-SHA256 over "<timestamp>.<body>" with the shared secret):
-    X-Mlops-Event: fire.started | fire.succeeded | fire.failed | fire.skipped
+    X-Mlops-Event: fire.started | fire.succeeded | fire.failed | fire.skipped | fire.interrupted
     X-Mlops-Delivery: <uuid>          the same on every retry of one event: de-duplicate on it
     X-Mlops-Timestamp: <unix seconds> when this attempt was signed: reject old ones to stop replays
     X-Mlops-Signature: sha256=<hex>   only when a secret is configured
@@ -28,7 +28,7 @@ from typing import Any, Callable, Mapping, Optional
 
 from pipeline.scheduling.claims import ClaimStore
 
-EVENTS = ("fire.started", "fire.succeeded", "fire.failed", "fire.skipped")
+EVENTS = ("fire.started", "fire.succeeded", "fire.failed", "fire.skipped", "fire.interrupted")
 SIGNATURE_HEADER = "X-Mlops-Signature"
 TIMESTAMP_HEADER = "X-Mlops-Timestamp"
 DELIVERY_HEADER = "X-Mlops-Delivery"
@@ -69,6 +69,15 @@ def check_url(url: str) -> None:
         parts.port
     except ValueError:
         raise ValueError(f"webhook_url {shown!r} has an invalid port") from None
+
+
+def shown(url: str) -> str:
+    """A webhook URL as printed: scheme, host and port only. Some receivers (Slack, Teams) put their secret
+    in the path, and the runner's banner goes to the journal."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}/…" if parts.path not in ("", "/") or parts.query else url
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:

@@ -27,6 +27,10 @@ def stage_run(stage: str, experiment_id: str, run_name: str, tags: Mapping[str, 
     tags = {"pipeline.stage": stage, **tags}
     if run_id:
         run = mlflow.start_run(run_id=run_id, nested=nested)
+        interruption = run.data.tags.get("pipeline.error")
+        if interruption:  # live again: keep why it stopped, but no error tag on a run that may yet finish
+            mlflow.set_tag("pipeline.last_interruption", interruption)
+            mlflow.MlflowClient().delete_tag(run.info.run_id, "pipeline.error")
     elif not nested and os.environ.get("MLFLOW_RUN_ID"):  # `mlflow run` made this stage's run for us
         run = mlflow.start_run(tags=tags)
     else:
