@@ -100,7 +100,10 @@ def _log_outputs(plan: RunPlan, run_id: str, outcome) -> None:
     if not outcome.onnx_path.exists():
         raise RuntimeError(f"ML-Agents did not export {outcome.onnx_path}; see {run_logs}")
     mlflow.log_artifact(str(outcome.onnx_path), UNITY_POLICY_DIR)
-    mlflow.onnx.log_model(onnx.load(str(outcome.onnx_path)), name=MODEL_NAME)
+    # Requirements given, not inferred: inference loads the model in a subprocess to watch its imports
+    # (~5 s per run) and for an ONNX graph always finds the same two packages.
+    mlflow.onnx.log_model(onnx.load(str(outcome.onnx_path)), name=MODEL_NAME,
+                          pip_requirements=mlflow.onnx.get_default_pip_requirements())
 
     client = mlflow.MlflowClient()
     keys = CURVE_METRICS
