@@ -84,6 +84,18 @@ def simulation_speed(seconds: float = 3.0) -> dict[str, float]:
     return out
 
 
+RESULTS = REPO / "bench" / "results.md"
+
+
+def append_results(title: str, lines: list[str], out: Path = RESULTS) -> None:
+    """One dated section of bench/results.md, with the machine it ran on."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("a") as f:
+        f.write(f"\n## {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC} — {title}\n\n- machine: {machine()}\n"
+                + "".join(f"- {line}\n" for line in lines))
+    print(f"appended to {out}")
+
+
 def machine() -> str:
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
                platform.processor())
