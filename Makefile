@@ -24,6 +24,8 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
 	# mlagents 1.1.0 says Python <=3.10.12 but runs on 3.11 with the pins above (README: Dependencies).
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --ignore-requires-python $(MLAGENTS)
+	# Its protoc 3.x modules need pure-Python protobuf 3.20; rewritten, they load on compiled protobuf 4.
+	$(BIN)/python scripts/upgrade_mlagents_protos.py
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	$(BIN)/python -c 'import mlagents.trainers, mlagents_envs, mlflow, hydra, onnxruntime, torch; print("venv ready: torch", torch.__version__, "mlflow", mlflow.__version__)'
 	touch $@
