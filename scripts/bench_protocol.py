@@ -85,7 +85,14 @@ def main() -> None:
     append_results(f"protocol path: {args.simulation}, {args.areas} areas, {args.steps} steps, random actions", [
         f"in-process: {out['in_process']['agent_steps_per_s']:,.0f} agent steps/s",
         f"simulated player over ML-Agents' gRPC protocol: {out['protocol']['agent_steps_per_s']:,.0f} agent steps/s",
-        f"protocol / in-process: **{out['protocol_vs_in_process']:.3f}** (pure-Python protobuf 3.20 on both sides)"])
+        f"protocol / in-process: **{out['protocol_vs_in_process']:.3f}** (protobuf {protobuf_in_use()} on both sides)"])
+
+
+def protobuf_in_use() -> str:
+    import google.protobuf
+    from google.protobuf.internal import api_implementation
+
+    return f"{google.protobuf.__version__}, {api_implementation.Type()}"
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,11 +58,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         row = soak(args.writers, args.points, Path(tmp) / "mlflow.db")
     print(json.dumps(row))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with args.out.open("a") as f:
-        f.write(f"## {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC} — store soak: {row['writers']} writers x "
-                f"{row['points_each']} metric points, one sqlite store\n\n- lost points: **{row['lost']}**, errors: "
-                f"**{row['errors']}**, wall time {row['seconds']} s\n\n")
+    from bench import append_results  # scripts/ is this script's import path
+
+    append_results(f"store soak: {row['writers']} writers x {row['points_each']} metric points, one sqlite store",
+                   [f"lost points: **{row['lost']}**, errors: **{row['errors']}**, wall time {row['seconds']} s"],
+                   args.out)
 
 
 if __name__ == "__main__":
