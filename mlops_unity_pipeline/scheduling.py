@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from mlops_unity_pipeline.jobs import RLTrainingConfig, TrainingJob, UnityAssetSpec, UnityMLOpsOrchestrator
+from pipeline.redaction import redact_uri
 from pipeline.scheduling.cron import CronSchedule
 from pipeline.scheduling.launcher import PipelineLauncher, fire_job
 from pipeline.scheduling.runner import Runner, RunnerSettings, say, utcnow
 from pipeline.scheduling.schedule import Schedule
-from pipeline.tracking.store import REPO_ROOT, redact_uri
+from pipeline.tracking.store import REPO_ROOT
 
 
 def _redacting(log: Callable[[str], None]) -> Callable[[str], None]:

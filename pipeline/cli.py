@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
 from pipeline.config.errors import ConfigError
-from pipeline.tracking.store import redact_uri
+from pipeline.redaction import redact_uri
 
 EXIT_CONFIG = 2
 EXIT_INTERRUPTED = 143  # 128 + SIGTERM, what a shell reports for a terminated process

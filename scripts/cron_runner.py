@@ -20,10 +20,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mlops_unity_pipeline.jobs import UnityMLOpsOrchestrator  # noqa: E402
 from mlops_unity_pipeline.scheduling import default_state_path  # noqa: E402
 from pipeline.cli import reported  # noqa: E402
+from pipeline.redaction import redact_uri  # noqa: E402
 from pipeline.scheduling.launcher import PipelineLauncher  # noqa: E402
 from pipeline.scheduling.runner import Runner, RunnerSettings, say, upcoming, utcnow  # noqa: E402
 from pipeline.scheduling.settings import SCHEDULE_DIR, load_schedules  # noqa: E402
-from pipeline.tracking.store import redact_uri  # noqa: E402
 
 
 def parser() -> argparse.ArgumentParser:

@@ -12,9 +12,9 @@ import yaml
 from mlflow.exceptions import MlflowException
 
 from pipeline.config.errors import ConfigError
-from pipeline.registry.gate import Evaluation
 from pipeline.digest import file_sha256
-from pipeline.tracking.store import redact_uri
+from pipeline.redaction import redact_uri
+from pipeline.registry.gate import Evaluation
 
 UNITY_POLICY_DIR = "unity"  # as pipeline.stages.train writes it
 MODEL_NAME = "policy"

@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Protocol
 
 from mlops_unity_pipeline.jobs import RLTrainingConfig, TrainingJob, TrainingJobResult, UnityAssetSpec
+from pipeline.redaction import redact_uri
 from pipeline.scheduling import webhooks
 from pipeline.scheduling.claims import ClaimStore, JobRecord
 from pipeline.scheduling.cron import UTC, Fire
 from pipeline.scheduling.launcher import alive, fire_job
 from pipeline.scheduling.schedule import ON_TIME_SECONDS, Schedule
-from pipeline.tracking.store import redact_uri
 
 ON_STOP = ("cancel", "finish")
 STOPPING = "runner stopping"  # cancel reasons starting so are interruptions, not decisions about the fire

@@ -17,7 +17,6 @@ import hashlib
 import hmac
 import json
 import random
-import re
 import sys
 import time
 import urllib.error
@@ -26,6 +25,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional
 
+from pipeline.redaction import is_credential_name, redact_uri
 from pipeline.scheduling.claims import ClaimStore
 
 EVENTS = ("fire.started", "fire.succeeded", "fire.failed", "fire.skipped", "fire.interrupted")
@@ -35,18 +35,11 @@ DELIVERY_HEADER = "X-Mlops-Delivery"
 EVENT_HEADER = "X-Mlops-Event"
 
 
-# Query parameters that are credentials (?token=..., ?api_key=..., ?sig=...): refused like a user:password.
-_CREDENTIAL_PARAM = re.compile(r"^(sig|code|key|auth|pwd|pass)$|password|passwd|secret|token|api[_-]?key|"
-                               r"access[_-]?key|signature|credential|authorization", re.IGNORECASE)
-
-
 def check_url(url: str) -> None:
     """Refuse a webhook URL that could never work, or that would put a credential into logs.
 
     Error messages quote the URL with any password replaced by *** (they are printed and logged)."""
     from urllib.parse import parse_qsl, urlsplit
-
-    from pipeline.tracking.store import redact_uri
 
     shown = redact_uri(url) if isinstance(url, str) else url
     if not isinstance(url, str) or not url or any(c.isspace() for c in url):
@@ -61,7 +54,7 @@ def check_url(url: str) -> None:
     if not parts.hostname:
         raise ValueError(f"webhook_url {shown!r} has no host")
     query = parse_qsl(parts.query, keep_blank_values=True)
-    secret_params = sorted({k for k, _ in query if _CREDENTIAL_PARAM.search(k)})
+    secret_params = sorted({k for k, _ in query if is_credential_name(k)})
     if secret_params:
         raise ValueError(f"webhook_url must not carry a credential in its query ({', '.join(secret_params)}; it would "
                          "appear in logs); authenticate with the signing secret (MLOPS_WEBHOOK_SECRET) instead")
@@ -100,8 +93,6 @@ def verify(secret: str, headers: Mapping[str, str], body: bytes, now: Optional[f
 def enqueue(store: ClaimStore, event: str, payload: dict[str, Any], now: float) -> str:
     """Add an event to the outbox; call inside the transaction that makes it true."""
     assert event in EVENTS, event
-    from pipeline.tracking.store import redact_uri
-
     delivery_id = str(uuid.uuid4())
     # Redacted: an error quoted in a payload (a job's last stderr line, an MLflow error) can carry a
     # tracking URI's password; the body is stored in the outbox and sent to a third party.

@@ -12,12 +12,13 @@ import yaml
 
 from pipeline.config.errors import ConfigError
 from pipeline.config.plan import RunPlan
+from pipeline.redaction import redact_uri
 from pipeline.reporting import plots
 from pipeline.stages.common import experiment_for, plan_tags
 from pipeline.tracking import runs
 from pipeline.tracking.runs import StageInterrupted, stage_run
 from pipeline.tracking.stats_writer import MLflowStatsWriter, ProgressWriter
-from pipeline.tracking.store import REPO_ROOT, redact_uri
+from pipeline.tracking.store import REPO_ROOT
 from pipeline.training import resume
 
 CURVE_METRICS = ("Environment/Cumulative Reward", "Environment/Success Rate", "Environment/Episode Length",

@@ -28,9 +28,9 @@ from hydra.types import RunMode
 from mlflow.entities import Param, RunStatus, RunTag
 from omegaconf import DictConfig, OmegaConf
 
+from pipeline.redaction import redact_uri
 from pipeline.sweeps import jobs
 from pipeline.tracking import runs, store
-from pipeline.tracking.store import redact_uri
 
 PARENT_ENV = "PIPELINE_SWEEP_RUN_ID"  # set in the sweep process, inherited by launcher workers
 KEYS_ENV = "PIPELINE_SWEEP_KEYS"  # the keys the sweep varies: they name a job and group its seeds

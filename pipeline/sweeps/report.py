@@ -21,8 +21,8 @@ from typing import Optional, Sequence
 
 import mlflow
 
+from pipeline.redaction import redact_uri
 from pipeline.sweeps.aggregate import Estimate, over_seeds
-from pipeline.tracking.store import redact_uri
 
 ARTIFACT_DIR = "comparison"
 CURVES = ("Environment/Cumulative Reward", "Environment/Success Rate")

@@ -16,8 +16,9 @@ import yaml
 from mlflow.entities import RunTag
 from omegaconf import DictConfig, OmegaConf
 
+from pipeline.redaction import redact_uri
 from pipeline.sweeps import jobs
-from pipeline.tracking.store import REPO_ROOT, redact_uri
+from pipeline.tracking.store import REPO_ROOT
 
 
 def fixed_overrides(config: DictConfig) -> list[str]:

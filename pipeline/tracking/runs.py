@@ -10,7 +10,8 @@ from typing import Any, Iterator, Mapping, Optional
 import mlflow
 from mlflow.entities import Param, RunStatus, RunTag
 
-from pipeline.tracking.store import REPO_ROOT, redact_uri
+from pipeline.redaction import redact_uri
+from pipeline.tracking.store import REPO_ROOT
 
 
 class StageInterrupted(Exception):

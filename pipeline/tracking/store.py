@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Optional
 
@@ -35,21 +34,3 @@ def experiment_id(name: str) -> str:
         # Another process created it between our lookup and create.
         return client.get_experiment_by_name(name).experiment_id
 
-
-# A URI's userinfo password (scheme://user:PASSWORD@host), wherever it appears in a piece of text.
-_USERINFO_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/?#@'\"]*):(?P<password>[^\s/?#'\"]*)@")
-# Query parameters that carry a credential (e.g. postgresql://host/db?password=..., https://...?token=...).
-_SECRET_QUERY = re.compile(r"(?P<head>[?&;](?:[A-Za-z0-9_\-]*(?:password|passwd|pwd|token|secret|api[_\-]?key|apikey|"
-                           r"access[_\-]?key|signature|sig|auth|credentials?)[A-Za-z0-9_\-]*)=)(?P<value>[^&;#\s'\"]+)",
-                           re.IGNORECASE)
-REDACTED = "***"
-
-
-def redact_uri(text: str) -> str:
-    """`text` with every URI password (userinfo `user:PASSWORD@`, or a `?password=`/`?token=` style query
-    value) replaced by ***, for printing or logging a tracking URI or anything that may contain one:
-    `postgresql://mlflow:s3cret@db/mlflow` -> `postgresql://mlflow:***@db/mlflow`."""
-    if not isinstance(text, str) or "://" not in text and "=" not in text:
-        return text
-    text = _USERINFO_PASSWORD.sub(lambda m: f"{m['head']}:{REDACTED}@" if m["password"] else m[0], text)
-    return _SECRET_QUERY.sub(lambda m: f"{m['head']}{REDACTED}", text)

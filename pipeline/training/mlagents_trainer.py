@@ -31,7 +31,7 @@ from mlagents.trainers.training_status import GlobalTrainingStatus, StatusType
 from mlagents_envs.timers import add_metadata as add_timer_metadata, reset_timers
 
 from pipeline.config.plan import RunPlan
-from pipeline.tracking.store import redact_uri
+from pipeline.redaction import redact_uri
 from pipeline.training import atomic_checkpoints
 from pipeline.training import env_factory
 
