@@ -18,16 +18,11 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from mlops_unity_pipeline.jobs import RLTrainingConfig, TrainingJob, UnityAssetSpec, UnityMLOpsOrchestrator
-from pipeline.redaction import redact_uri
 from pipeline.scheduling.cron import CronSchedule
 from pipeline.scheduling.launcher import PipelineLauncher, fire_job
 from pipeline.scheduling.runner import Runner, RunnerSettings, say, utcnow
 from pipeline.scheduling.schedule import Schedule
 from pipeline.tracking.store import REPO_ROOT
-
-
-def _redacting(log: Callable[[str], None]) -> Callable[[str], None]:
-    return lambda message: log(redact_uri(message))
 
 
 def default_state_path() -> Path:
@@ -60,9 +55,8 @@ class TrainingScheduler:
             state_path=state, max_concurrent_jobs=max_concurrent_jobs, webhook_url=webhook_url,
             webhook_secret=webhook_secret if webhook_secret is not None else os.environ.get("MLOPS_WEBHOOK_SECRET"),
             on_stop=on_stop, **settings)
-        shown = _redacting(log)  # a job's error can quote the tracking URI (MLflow's errors do), password included
-        launcher = PipelineLauncher(orchestrator, state.parent / f"{state.stem}-results", log=shown)
-        self.runner = Runner([], launcher, self.settings, clock=clock, log=shown)
+        launcher = PipelineLauncher(orchestrator, state.parent / f"{state.stem}-results", log=log)
+        self.runner = Runner([], launcher, self.settings, clock=clock, log=log)
 
     @property
     def schedules(self) -> dict[str, Schedule]:

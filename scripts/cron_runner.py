@@ -22,7 +22,7 @@ from mlops_unity_pipeline.scheduling import default_state_path  # noqa: E402
 from pipeline.cli import reported  # noqa: E402
 from pipeline.redaction import redact_uri  # noqa: E402
 from pipeline.scheduling.launcher import PipelineLauncher  # noqa: E402
-from pipeline.scheduling.runner import Runner, RunnerSettings, say, upcoming, utcnow  # noqa: E402
+from pipeline.scheduling.runner import Runner, RunnerSettings, upcoming, utcnow  # noqa: E402
 from pipeline.scheduling.settings import SCHEDULE_DIR, load_schedules  # noqa: E402
 
 
@@ -66,12 +66,9 @@ def main(argv=None) -> None:
                   f"{s.cron.zone_name}  {', '.join(s.asset_ids)}")
         return
     state = settings.state_path
-    def log(message: str) -> None:  # a job's error can quote the tracking URI (MLflow's errors do): no password
-        say(redact_uri(message))
-
     launcher = PipelineLauncher(UnityMLOpsOrchestrator(experiment_name=args.experiment_name),
-                                state.parent / f"{state.stem}-results", log=log)
-    runner = Runner(schedules, launcher, settings, log=log)
+                                state.parent / f"{state.stem}-results")
+    runner = Runner(schedules, launcher, settings)
     asyncio.run(runner.run_forever())
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from mlops_unity_pipeline.jobs import RLTrainingConfig, TrainingJob, TrainingJobResult, UnityMLOpsOrchestrator, _quote
+from pipeline.redaction import redact_uri
 from pipeline.scheduling.claims import JobRecord
 from pipeline.tracking.store import REPO_ROOT
 
@@ -75,7 +76,7 @@ class PipelineLauncher:
                  log: Callable[[str], None] = print):
         self.orchestrator = orchestrator
         self.results_dir = Path(results_dir)
-        self.log = log
+        self.log = lambda message: log(redact_uri(message))  # as the runner's: no password reaches a journal
 
     def result_path(self, schedule_id: str, minute: str, asset_id: str) -> Path:
         return self.results_dir / schedule_id / minute.replace(":", "") / f"{asset_id}.json"

@@ -101,7 +101,8 @@ class Runner:
         self.settings = settings
         self.launcher = launcher
         self.clock = clock
-        self.log = log
+        # Every line goes to a journal: a job's error can quote the tracking URI (MLflow's errors do).
+        self.log = lambda message: log(redact_uri(message))
         self.schedules: dict[str, Schedule] = {}
         for s in schedules:
             self.add(s)
