@@ -6,8 +6,9 @@ processes exactly one claimer wins and the claim is on disk before anything is l
 
 A fire's jobs (one per asset) move pending -> started -> succeeded | failed | killed, or
 pending -> skipped; a schedule that resumes interrupted fires moves an interrupted job started -> pending
-again, with the training run to continue (`resume_run_id`) and its attempt counted. `started` is written *before* the child process is spawned: a job found `started`
-after a crash is never launched again (at most once); its outcome is recovered from MLflow instead.
+again, with the training run to continue (`resume_run_id`) and its attempt counted. `started` is written
+*before* the child process is spawned: a job found `started` after a crash is never launched again as a
+new training (at most once); its outcome is recovered from MLflow instead.
 Concurrency is the number of `started` rows, not an in-memory guess.
 """
 from __future__ import annotations

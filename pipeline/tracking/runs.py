@@ -14,6 +14,9 @@ from pipeline.redaction import redact_uri
 from pipeline.tracking.store import REPO_ROOT
 
 
+INTERRUPTED = "interrupted: "  # how `pipeline.error` starts when a run was stopped from outside (KILLED)
+
+
 class StageInterrupted(Exception):
     """Training stopped by SIGINT/SIGTERM: its run ends KILLED, with what was saved logged."""
 
@@ -39,7 +42,7 @@ def stage_run(stage: str, experiment_id: str, run_name: str, tags: Mapping[str, 
     try:
         yield run
     except (KeyboardInterrupt, StageInterrupted) as exc:
-        mlflow.set_tag("pipeline.error", redact_uri(f"interrupted: {exc}")[:5000])
+        mlflow.set_tag("pipeline.error", redact_uri(f"{INTERRUPTED}{exc}")[:5000])
         mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
         raise
     except BaseException as exc:

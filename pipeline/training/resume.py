@@ -18,6 +18,7 @@ import mlflow
 from mlflow.entities import RunStatus
 
 from pipeline.config.errors import ConfigError
+from pipeline.tracking.runs import INTERRUPTED
 
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
@@ -90,9 +91,10 @@ def resumable_run(value: str, asset_id: str, experiment_id: str) -> tuple[str, P
     return value, Path(run.data.tags["results_dir"])
 
 
+PROCESS_DIED = "the training process died"  # how `reap` starts the `pipeline.error` of a run it ends
 # What our own code writes into `pipeline.error` when a training was stopped from outside (SIGTERM/SIGINT,
 # or its process vanished and `reap` found it), as opposed to failing on an error of its own.
-INTERRUPTION_PREFIXES = ("interrupted: ", "the training process died")
+INTERRUPTION_PREFIXES = (INTERRUPTED, PROCESS_DIED)
 
 
 def why_not_continued(run) -> Optional[str]:
@@ -127,7 +129,7 @@ def reap(experiment_ids: list[str]) -> list[str]:
                                   "tags.`pipeline.stage` = 'train'"):
         write_path = Path(run.data.tags.get("results_dir", ""))
         if write_path.is_dir() and not is_training(write_path):
-            client.set_tag(run.info.run_id, "pipeline.error", "the training process died (no lock held); "
+            client.set_tag(run.info.run_id, "pipeline.error", f"{PROCESS_DIED} (no lock held); "
                            "resume it with resume=" + run.info.run_id)
             client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.FAILED))
             reaped.append(run.info.run_id)
