@@ -15,7 +15,6 @@ from pipeline.stages import build, evaluate, register, train
 from pipeline.stages.common import experiment_for, plan_tags
 from pipeline.tracking import runs
 from pipeline.tracking.runs import stage_run
-from pipeline.training import resume
 
 
 @dataclass
@@ -32,13 +31,12 @@ class PipelineResult:
         return asdict(self)
 
 
-def resumed_parent(plan: RunPlan) -> Optional[str]:
+def resumed_parent(train_run_id: Optional[str]) -> Optional[str]:
     """The pipeline run a resumed training belongs to, reopened so one interrupted-then-resumed pipeline
     stays one `main` run (a scheduled fire keeps one run per asset). Not under `mlflow run`, which has
     already made this process its own run."""
-    if not plan.cfg.get("resume") or os.environ.get("MLFLOW_RUN_ID"):
+    if not train_run_id or os.environ.get("MLFLOW_RUN_ID"):
         return None
-    train_run_id, _ = resume.resumable_run(plan.cfg["resume"], plan.asset_id, experiment_for(plan))
     client = mlflow.MlflowClient()
     parent_id = client.get_run(train_run_id).data.tags.get("mlflow.parentRunId")
     if not parent_id:
@@ -51,12 +49,14 @@ def resumed_parent(plan: RunPlan) -> Optional[str]:
 
 def run_pipeline(plan: RunPlan) -> PipelineResult:
     stages = plan.cfg["stages"]
+    resume_from = train.resume_point(plan)  # resolved once, before any run is opened
     with stage_run("main", experiment_for(plan), f"{plan.asset_id}-{plan.algorithm}-s{plan.seed}",
-                   {**plan_tags(plan), **runs.code_version()}, run_id=resumed_parent(plan)) as parent:
+                   {**plan_tags(plan), **runs.code_version()},
+                   run_id=resumed_parent(resume_from[0] if resume_from else None)) as parent:
         result = PipelineResult("RUNNING", parent.info.run_id, plan.asset_id)
         if "build" in stages:
             result.build = build.build(plan)
-        result.train = train.train(plan, result.build.run_id if result.build else None)
+        result.train = train.train(plan, result.build.run_id if result.build else None, resume_from)
         mlflow.set_tag("pipeline.train_run_id", result.train.run_id)
         if "evaluate" in stages:
             result.evaluate = evaluate.evaluate(plan, result.train.run_id)

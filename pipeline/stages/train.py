@@ -37,7 +37,19 @@ class TrainResult:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
-def train(plan: RunPlan, build_run_id: Optional[str] = None) -> TrainResult:
+def resume_point(plan: RunPlan) -> Optional[tuple[str, Path]]:
+    """The interrupted training `resume=` names (its run id and results directory), or None without `resume`.
+    Decided before any run is touched: a bad resume changes nothing."""
+    if not plan.cfg.get("resume"):
+        return None
+    if plan.mode != "online":
+        raise ConfigError(f"resume: only online training resumes; mode={plan.mode} restarts from its dataset")
+    return resume.resumable_run(plan.cfg["resume"], plan.asset_id, experiment_for(plan))
+
+
+def train(plan: RunPlan, build_run_id: Optional[str] = None,
+          resume_from: Optional[tuple[str, Path]] = None) -> TrainResult:
+    """resume_from: `resume_point(plan)` when the caller has resolved it already (the `main` pipeline)."""
     from pipeline.training import mlagents_trainer  # heavy (torch): only when training
 
     tags = {**plan_tags(plan), **runs.code_version(), **runs.software_versions()}
@@ -46,10 +58,9 @@ def train(plan: RunPlan, build_run_id: Optional[str] = None) -> TrainResult:
     experiment = experiment_for(plan)
     resume_id, results_root = None, Path(plan.cfg["results_dir"])
     results_root = results_root if results_root.is_absolute() else REPO_ROOT / results_root
-    if plan.cfg.get("resume"):  # decided before the run is touched: a bad resume changes nothing
-        if plan.mode != "online":
-            raise ConfigError(f"resume: only online training resumes; mode={plan.mode} restarts from its dataset")
-        resume_id, write_path = resume.resumable_run(plan.cfg["resume"], plan.asset_id, experiment)
+    resume_from = resume_from or resume_point(plan)
+    if resume_from:
+        resume_id, write_path = resume_from
         results_root = write_path.parent
     with stage_run("train", experiment, f"train-{plan.asset_id}-{plan.algorithm}-s{plan.seed}", tags,
                    run_id=resume_id) as run:
