@@ -13,7 +13,7 @@ from typing import Callable
 import pytest
 
 from pipeline.config.compose import compose_plan
-from pipeline.run import check_command_line
+from pipeline.config.command_line import check_command_line
 from pipeline.scheduling import cron, webhooks
 from pipeline.scheduling.schedule import Schedule
 from tests.conftest import all_runs

@@ -15,7 +15,7 @@ from hydra._internal.utils import get_args_parser
 from hydra.utils import get_class
 
 from pipeline.config.targets import ALLOWED, LAUNCHERS, SAMPLERS, SWEEP_CALLBACK, SWEEPERS
-from pipeline.run import _compose, check_command_line
+from pipeline.config.command_line import check_command_line, compose_as_hydra
 from tests.conftest import PYTHON, REPO, all_runs, child_env
 
 
@@ -54,7 +54,7 @@ def test_the_allow_list_is_what_hydra_and_the_plugins_configure():
     ["--cfg", "job"],
 ], ids=lambda argv: " ".join(argv) or "defaults")
 def test_every_shipped_way_of_running_passes(argv):
-    assert _compose(get_args_parser().parse_args(argv)) is not None  # so the composed config was checked too
+    assert compose_as_hydra(get_args_parser().parse_args(argv)) is not None  # so the composed config was checked too
     check_command_line(argv)
 
 
