@@ -81,7 +81,7 @@ def main() -> None:
     args = ap.parse_args()
     # Modules already built from AddSerializedFile (protoc 3.20's newer form) load on protobuf 4 as they are.
     pending = [p for p in sorted(package_dir().glob("*_pb2.py"))
-               if MARK not in p.read_text() and "AddSerializedFile(" not in p.read_text()]
+               if not any(mark in p.read_text() for mark in (MARK, "AddSerializedFile("))]
     if args.check:
         print(f"{len(pending)} module(s) still in protoc 3.x form" + (": " + ", ".join(p.name for p in pending)
                                                                        if pending else ""))
