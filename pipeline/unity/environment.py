@@ -9,6 +9,7 @@ behavior the asset config trains.
 from __future__ import annotations
 
 import contextlib
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, List, Optional, Tuple
@@ -80,9 +81,13 @@ class PlayerEnvironment(UnityEnvironment):
     def _close(self, timeout: Optional[int] = None) -> None:
         if not hasattr(self, "_communicator"):
             return  # the gRPC port was taken before the server started: nothing to close
+        player = getattr(self, "_process", None)
         try:
             super()._close(timeout)
         finally:
+            if player is not None:  # ML-Agents SIGKILLs a player that will not stop but does not wait for it
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    player.wait(timeout=10)  # so no player outlives close()
             self._reservation.release()
 
     @contextlib.contextmanager
