@@ -14,7 +14,7 @@ export PYTHONUNBUFFERED := 1
 ASSET ?= nav
 ARGS ?=
 
-.PHONY: venv run test browser bench bench-offline schedule ui lock clean
+.PHONY: venv run test browser postgres bench bench-offline schedule ui lock clean
 
 venv: $(STAMP)
 
@@ -33,8 +33,16 @@ $(STAMP): requirements.lock pyproject.toml
 run: $(STAMP)
 	$(BIN)/mlflow run . -P asset=$(ASSET) --env-manager local $(ARGS)
 
-test: $(STAMP) browser
+test: $(STAMP) browser postgres
 	$(BIN)/python -m pytest -q --durations=15 $(ARGS)
+
+# PostgreSQL server binaries for the team-store and shared-claims tests (Debian packages; the tests start
+# their own server as an unprivileged user in a temp dir). Best effort, like the browser.
+postgres:
+	@command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+	  { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) \
+	  || echo "postgresql not installed: the team-store tests will skip"; }
 
 # Headless Chromium for the MLflow UI test (Debian packages). Best effort: where it cannot be installed
 # (no root, no apt), that one test skips and says why.
@@ -43,7 +51,12 @@ browser:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
 	  || echo "chromium not installed: the MLflow UI test will skip"; }
 
-bench: $(STAMP)
+BENCH_STAMP := $(VENV)/.bench-installed
+$(BENCH_STAMP): $(STAMP) requirements-bench.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-bench.txt -c requirements.lock
+	touch $@
+
+bench: $(BENCH_STAMP)
 	$(BIN)/python scripts/bench.py $(ARGS)
 	$(BIN)/python scripts/bench_protocol.py --steps 500
 	$(BIN)/python scripts/bench_scheduler.py

@@ -29,7 +29,9 @@ sys.path.insert(0, str(REPO))
 
 def bare_mlagents(overrides: list[str], results: str) -> None:
     """Child process: train with ML-Agents' own wiring and nothing of ours but the environment."""
-    import pipeline.compat  # noqa: F401  (ONNX export on torch 2.13, needed by bare ML-Agents too)
+    from pipeline.mlagents_patches import onnx_export
+
+    onnx_export.apply()  # needed by bare ML-Agents too; the hot paths stay upstream
     from mlagents.plugins.stats_writer import get_default_stats_writers
     from mlagents.trainers.environment_parameter_manager import EnvironmentParameterManager
     from mlagents.trainers.stats import StatsReporter

@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-import pipeline.compat  # noqa: F401  (ONNX export on torch 2.13, before the trainers)
+from pipeline import mlagents_patches  # noqa: E402
+
+mlagents_patches.apply()  # before the trainers: ONNX export on torch 2.13, hot paths
 import numpy as np
 import torch
 from mlagents import torch_utils

@@ -101,7 +101,9 @@ def get_mlflow_writers(run_options: Any) -> List[StatsWriter]:
         return []
     import mlflow
 
-    import pipeline.compat  # noqa: F401  (ONNX export on our torch, for plain mlagents-learn)
+    from pipeline import mlagents_patches
+
+    mlagents_patches.apply()  # also applied by the trainer_type entry point
 
     run_id = os.environ.get("MLFLOW_RUN_ID")
     if run_id is None:

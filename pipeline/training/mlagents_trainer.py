@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
-import pipeline.compat  # noqa: F401  (must precede the trainers: ONNX export on torch 2.13)
+from pipeline import mlagents_patches  # noqa: E402
+
+mlagents_patches.apply()  # before the trainers: ONNX export on torch 2.13, hot paths
 from mlagents import torch_utils
 from mlagents.plugins.stats_writer import get_default_stats_writers
 from mlagents.plugins.trainer_type import register_trainer_plugins
