@@ -1,5 +1,6 @@
-# The two commands (README): `make run` trains the default asset, `make test` runs the tests.
-# Both build .venv from requirements.lock first when it is missing or older than the lock.
+# The two commands (README): `make run` trains the default asset, `make test` lints and runs the tests.
+# Both build the development .venv first when it is missing or older than the locks: the runtime pins
+# (requirements.lock, all the product needs) plus the test-only pins (requirements-test.lock).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -14,14 +15,15 @@ export PYTHONUNBUFFERED := 1
 ASSET ?= nav
 ARGS ?=
 
-.PHONY: venv run test browser postgres bench bench-offline schedule ui lock clean
+.PHONY: venv run test test-fast lint browser postgres bench bench-offline schedule ui lock clean
 
 venv: $(STAMP)
 
-$(STAMP): requirements.lock pyproject.toml
+$(STAMP): requirements.lock requirements-test.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "Python >= 3.10 needed"'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-test.lock -c requirements.lock
 	# mlagents 1.1.0 says Python <=3.10.12 but runs on 3.11 with the pins above (README: Dependencies).
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --ignore-requires-python $(MLAGENTS)
 	# Its protoc 3.x modules need pure-Python protobuf 3.20; rewritten, they load on compiled protobuf 4.
@@ -33,8 +35,15 @@ $(STAMP): requirements.lock pyproject.toml
 run: $(STAMP)
 	$(BIN)/mlflow run . -P asset=$(ASSET) --env-manager local $(ARGS)
 
-test: $(STAMP) browser postgres
+test: lint browser postgres
 	$(BIN)/python -m pytest -q --durations=15 $(ARGS)
+
+# The suite without the real trainings marked slow (README: Layout): the loop to run while changing code.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow" --durations=10 $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
 
 # PostgreSQL server binaries for the team-store and shared-claims tests (Debian packages; the tests start
 # their own server as an unprivileged user in a temp dir). Best effort, like the browser.
@@ -67,16 +76,21 @@ schedule: $(STAMP)
 	$(BIN)/python scripts/cron_runner.py $(ARGS)
 
 bench-offline: $(STAMP)
-	$(BIN)/python -m pipeline.offline.benchmark --seeds 0 1 2
+	$(BIN)/python scripts/bench_offline.py --seeds 0 1 2
 
 # The store goes through the environment, not argv: a password in it stays out of `ps` and make's echo.
 ui: $(STAMP)
 	@$(BIN)/python -c "import os; from pipeline.tracking.store import redact_uri; print('mlflow ui on http://127.0.0.1:5000, store', redact_uri(os.environ['MLFLOW_TRACKING_URI']))"
 	@MLFLOW_BACKEND_STORE_URI="$$MLFLOW_TRACKING_URI" $(BIN)/mlflow ui --host 127.0.0.1 --port 5000
 
+# Test-only packages stay in requirements-test.lock (the names already there); everything else is runtime.
+TEST_ONLY := $(shell sed -n 's/==.*//p' requirements-test.lock | paste -sd'|')
 lock: $(STAMP)
-	$(BIN)/python -m pip freeze --exclude-editable | grep -v -E '^(mlagents|mlagents-envs)==' > requirements.lock.new
-	@echo "review requirements.lock.new (keep the header and the torch/setuptools comments), then move it over requirements.lock"
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v -E '^(mlagents|mlagents-envs)==' > .freeze.tmp
+	grep -v -i -E '^($(TEST_ONLY))==' .freeze.tmp > requirements.lock.new
+	grep -i -E '^($(TEST_ONLY))==' .freeze.tmp > requirements-test.lock.new
+	rm .freeze.tmp
+	@echo "review requirements.lock.new and requirements-test.lock.new (keep the headers and the torch/setuptools comments), then move them over the locks"
 
 clean:
 	rm -rf $(VENV) results outputs multirun

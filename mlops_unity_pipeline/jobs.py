@@ -1,57 +1,28 @@
 """Guide API: describe an asset and a training config, run it as a job, get a result back.
 
-A job runs the same pipeline as `mlflow run . -e main`, in a child process: training never blocks
-the event loop, concurrent jobs do not share ML-Agents' process-global state, and cancelling the
-task stops the child the way Ctrl-C would (the checkpoint is saved, the MLflow run ends KILLED).
+A job is one launch request (pipeline/launch/): the same pipeline as `mlflow run . -e main`, by default in
+a child process: training never blocks the event loop, concurrent jobs do not share ML-Agents'
+process-global state, and cancelling the task stops the child the way Ctrl-C would (the checkpoint is
+saved, the MLflow run ends KILLED). Job fields reach the run's config as typed values, never as text.
 """
 from __future__ import annotations
 
-import asyncio
-import json
+import inspect
 import os
 import shlex
 import sys
-import tempfile
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
+from mlops_unity_pipeline.specs import RLTrainingConfig, TrainingJob, UnityAssetSpec  # noqa: F401 - re-exported
+from pipeline.launch.local import LocalProcessExecutor, Outcome
+from pipeline.launch.request import LaunchRequest, yield_to_overrides
+from pipeline.paths import REPO_ROOT
 from pipeline.sim import SIMULATIONS
-from pipeline.tracking.store import REPO_ROOT
 
 # Behavior name -> the conf/asset group that simulates it.
 _ASSET_GROUPS = {world.spec.behavior_name: name for name, world in SIMULATIONS.items()}
-
-
-@dataclass
-class UnityAssetSpec:
-    asset_id: str
-    name: str  # the ML-Agents behavior name
-    asset_type: str = "behavior"
-    description: str = ""
-    observation_space: dict[str, int] = field(default_factory=dict)
-    action_space: dict[str, Any] = field(default_factory=dict)
-    env_path: Optional[str] = None  # a Unity player build; None trains on the built-in simulation
-
-
-@dataclass
-class RLTrainingConfig:
-    algorithm: str = "PPO"
-    max_steps: int = 500_000
-    num_envs: int = 2
-    time_scale: float = 20.0
-    training_mode: str = "online"
-    offline_dataset_path: Optional[str] = None
-    seed: int = 0
-    overrides: list[str] = field(default_factory=list)  # any further Hydra overrides
-
-
-@dataclass
-class TrainingJob:
-    job_id: str
-    asset_spec: UnityAssetSpec
-    rl_config: RLTrainingConfig
 
 
 @dataclass
@@ -59,14 +30,14 @@ class TrainingJobResult:
     job_id: str
     status: str  # FINISHED, FAILED or KILLED
     asset_id: str
-    run_id: Optional[str] = None  # the pipeline's parent MLflow run
+    run_id: str | None = None  # the pipeline's parent MLflow run
     run_ids: dict[str, str] = field(default_factory=dict)  # stage -> MLflow run id
-    onnx_uri: Optional[str] = None  # runs:/<train run>/unity/<Behavior>.onnx
-    onnx_path: Optional[str] = None  # the same file in the local ML-Agents results directory
+    onnx_uri: str | None = None  # runs:/<train run>/unity/<Behavior>.onnx
+    onnx_path: str | None = None  # the same file in the local ML-Agents results directory
     training_metrics: dict[str, float] = field(default_factory=dict)
     eval_metrics: dict[str, float] = field(default_factory=dict)
     registry: dict[str, Any] = field(default_factory=dict)
-    error: Optional[str] = None
+    error: str | None = None
 
     def __str__(self) -> str:
         lines = [f"TrainingJobResult {self.job_id}: {self.status} (asset {self.asset_id})"]
@@ -84,85 +55,113 @@ class TrainingJobResult:
         return "\n".join(lines)
 
 
-def _quote(value: Any) -> str:
-    """A Hydra override value that survives spaces and punctuation."""
-    text = str(value).replace("\\", "\\\\").replace("'", "\\'")
-    return f"'{text}'"
+@dataclass
+class UnityEnvironment:
+    """What `build_unity_environment` hands to `train_rl_agent`: where the agents will be trained."""
+
+    asset_group: str  # the conf/asset group: the built-in simulation and defaults of the asset
+    env_path: str | None = None  # a Unity player build (.x86_64); None: the built-in simulation
 
 
-def job_overrides(job: TrainingJob) -> tuple[str, list[str]]:
-    """The conf/asset group and the Hydra overrides that express a guide job."""
+def job_request(job: TrainingJob, env: UnityEnvironment) -> LaunchRequest:
+    """A guide job as a typed launch request: every field reaches the run's config exactly as given."""
     spec, rl = job.asset_spec, job.rl_config
-    group = _ASSET_GROUPS.get(spec.name)
-    if group is None and not spec.env_path:
-        known = ", ".join(f"{b} ({g})" for b, g in _ASSET_GROUPS.items())
-        raise ValueError(f"UnityAssetSpec.name {spec.name!r} has no built-in simulation (known behaviors: {known}); "
-                         "set env_path to a Unity player build of it")
-    ov = [f"algorithm={rl.algorithm.lower()}", f"mode={rl.training_mode}", f"max_steps={rl.max_steps}",
-          f"seed={rl.seed}", f"env.num_envs={rl.num_envs}", f"env.time_scale={rl.time_scale}",
-          f"asset.asset_id={_quote(spec.asset_id)}", f"asset.name={_quote(spec.name)}",
-          f"asset.asset_type={_quote(spec.asset_type)}", f"asset.description={_quote(spec.description)}"]
-    ov += [f"asset.observation_space.{k}={int(v)}" for k, v in spec.observation_space.items()]
+    values: dict[str, Any] = {
+        "max_steps": rl.max_steps, "seed": rl.seed, "env.num_envs": rl.num_envs, "env.time_scale": rl.time_scale,
+        "asset.asset_id": spec.asset_id, "asset.name": spec.name, "asset.asset_type": spec.asset_type,
+        "asset.description": spec.description}
+    if spec.observation_space:
+        values["asset.observation_space"] = dict(spec.observation_space)
     if spec.action_space:
-        ov += [f"asset.action_space.{k}={_quote(v) if isinstance(v, str) else v}" for k, v in spec.action_space.items()]
-    if spec.env_path:
-        ov.append(f"env_path={_quote(spec.env_path)}")
+        values["asset.action_space"] = dict(spec.action_space)
+    if env.env_path:
+        values["env_path"] = env.env_path
     if rl.offline_dataset_path:
-        ov.append(f"mode.dataset_path={_quote(rl.offline_dataset_path)}")
-    return group or "nav", ov + list(rl.overrides)
+        values["mode.dataset_path"] = rl.offline_dataset_path
+    # Person-written overrides (the job's own, then a site's, e.g. a smaller budget in CI) win over fields.
+    overrides = list(rl.overrides) + shlex.split(os.environ.get("MLOPS_PIPELINE_OVERRIDES", ""))
+    groups = {"asset": env.asset_group, "algorithm": str(rl.algorithm).lower(), "mode": str(rl.training_mode)}
+    groups, values = yield_to_overrides(groups, values, overrides)
+    return LaunchRequest(groups=groups, values=values, overrides=overrides)
 
 
 class UnityMLOpsOrchestrator:
-    def __init__(self, vertex_project: Optional[str] = None, vertex_region: str = "us-central1",
-                 tracking_uri: Optional[str] = None, experiment_name: str = "unity-mlagents",
-                 python: str = sys.executable):
+    """Runs guide jobs: `execute_training_job(job)` = `build_unity_environment(job)` then
+    `train_rl_agent(job, env)`. Subclass and replace either, as the guide says, for project-specific steps.
+
+    tracking_uri: where runs go; given explicitly it wins over $MLFLOW_TRACKING_URI (as mlflow.set_tracking_uri
+    does). executor: how a job's pipeline run is carried out, by default a local child process
+    (pipeline.launch.local.LocalProcessExecutor); pipeline.launch.ray_jobs.RayJobExecutor sends it to a Ray cluster.
+    """
+
+    def __init__(self, vertex_project: str | None = None, vertex_region: str = "us-central1",
+                 tracking_uri: str | None = None, experiment_name: str = "unity-mlagents",
+                 python: str = sys.executable, executor: Any = None):
         self.vertex_project = vertex_project
         self.vertex_region = vertex_region
         self.tracking_uri = tracking_uri
         self.experiment_name = experiment_name
         self.python = python
+        self.executor = executor if executor is not None else LocalProcessExecutor(python=python, cwd=REPO_ROOT)
 
-    def command(self, job: TrainingJob, result_json: Path) -> list[str]:
-        group, overrides = job_overrides(job)
-        # Site-wide extra overrides (e.g. a smaller budget in CI), applied last.
-        overrides += shlex.split(os.environ.get("MLOPS_PIPELINE_OVERRIDES", ""))
-        overrides.append(f"tracking.experiment_name={_quote(self.experiment_name)}")
+    def build_unity_environment(self, job: TrainingJob) -> UnityEnvironment:
+        """Where `job` trains. Receives the job; returns a `UnityEnvironment`: the conf/asset group of the
+        behaviour (its built-in simulation, if any) and the Unity player build to train on (`asset_spec.env_path`,
+        or None for the simulation). A subclass may build a player here (sync or async) and return its path."""
+        spec = job.asset_spec
+        group = _ASSET_GROUPS.get(spec.name)
+        if group is None and not spec.env_path:
+            known = ", ".join(f"{b} ({g})" for b, g in _ASSET_GROUPS.items())
+            raise ValueError(f"UnityAssetSpec.name {spec.name!r} has no built-in simulation (known behaviors: "
+                             f"{known}); set env_path to a Unity player build of it")
+        return UnityEnvironment(asset_group=group or "nav", env_path=spec.env_path)
+
+    def request(self, job: TrainingJob, env: UnityEnvironment | None = None,
+                tags: dict[str, str] | None = None, resume: str | None = None) -> LaunchRequest:
+        """The launch request of `job` on `env`, with this orchestrator's store, experiment and Vertex settings."""
+        request = job_request(job, env or self.build_unity_environment(job))
+        request.values.setdefault("tracking.experiment_name", self.experiment_name)
         if self.vertex_project:
-            overrides += [f"registry.vertex_project={_quote(self.vertex_project)}",
-                          f"registry.vertex_region={_quote(self.vertex_region)}"]
-        if self.tracking_uri:
-            overrides.append(f"tracking.tracking_uri={_quote(self.tracking_uri)}")
-        return [self.python, "-m", "pipeline.cli", "main", "--asset", group,
-                "--overrides", " ".join(overrides), "--result-json", str(result_json)]
+            request.values.setdefault("registry.vertex_project", self.vertex_project)
+            request.values.setdefault("registry.vertex_region", self.vertex_region)
+        if self.tracking_uri:  # explicit: wins over the environment's MLFLOW_TRACKING_URI
+            request.values.setdefault("tracking.tracking_uri", self.tracking_uri)
+            request.env["MLFLOW_TRACKING_URI"] = self.tracking_uri
+        request.env["MLFLOW_EXPERIMENT_NAME"] = self.experiment_name
+        request.tags.update(tags or {})
+        request.resume = resume
+        return request
+
+    async def train_rl_agent(self, job: TrainingJob, env: UnityEnvironment, **launch: Any) -> TrainingJobResult:
+        """Train, evaluate and register `job` on `env` (what `build_unity_environment` returned); returns the
+        `TrainingJobResult`. By default the project's whole pipeline runs through `self.executor` (a child process
+        that never blocks the event loop; cancelling the task stops it the way Ctrl-C does)."""
+        request = self.request(job, env, launch.pop("tags", None), launch.pop("resume", None))
+        return self.result_of(job, await self.executor.run(request, **launch))
 
     async def execute_training_job(self, job: TrainingJob) -> TrainingJobResult:
         """Run the whole pipeline for one job without blocking the event loop."""
-        with tempfile.TemporaryDirectory(prefix=f"job-{job.job_id}-") as tmp:
-            result_json = Path(tmp) / "result.json"
-            cmd = self.command(job, result_json)
-            env = {**os.environ, "PYTHONUNBUFFERED": "1", "MLFLOW_RUN_ID": ""}
-            env.pop("MLFLOW_RUN_ID")  # a job is its own pipeline run, never a child of the caller's
-            proc = await asyncio.create_subprocess_exec(*cmd, cwd=str(REPO_ROOT), env=env,
-                                                        stderr=asyncio.subprocess.PIPE)
-            tail: deque[str] = deque(maxlen=15)
-            try:
-                assert proc.stderr is not None
-                async for raw in proc.stderr:
-                    line = raw.decode(errors="replace")
-                    tail.append(line.rstrip())
-                    sys.stderr.write(line)
-                code = await proc.wait()
-            except asyncio.CancelledError:
-                proc.terminate()  # SIGTERM: the trainer saves its checkpoint and the run ends KILLED
-                await proc.wait()
-                raise
-            if code == 0 and result_json.exists():
-                return self._result(job, json.loads(result_json.read_text()))
-            errors = [line for line in tail if line.startswith("error:")]
-            return TrainingJobResult(job.job_id, "KILLED" if code in (-2, -15, 130, 143) else "FAILED",
-                                     job.asset_spec.asset_id,
-                                     error=(errors[-1][len("error:"):].strip() if errors else "\n".join(tail))
-                                     or f"exit code {code}")
+        env = self.build_unity_environment(job)
+        if inspect.isawaitable(env):
+            env = await env
+        return await self.train_rl_agent(job, env)
+
+    def use_store(self) -> None:
+        """Point this process's MLflow client where this orchestrator's runs go."""
+        import mlflow
+
+        from pipeline.tracking import store
+
+        if self.tracking_uri:
+            mlflow.set_tracking_uri(self.tracking_uri)
+        else:
+            store.configure()
+
+    def result_of(self, job: TrainingJob, outcome: Outcome) -> TrainingJobResult:
+        if outcome.result is not None:
+            return self._result(job, outcome.result)
+        return TrainingJobResult(job.job_id, outcome.status, job.asset_spec.asset_id,
+                                 error=outcome.error or f"exit code {outcome.exit_code}")
 
     @staticmethod
     def _result(job: TrainingJob, data: dict) -> TrainingJobResult:

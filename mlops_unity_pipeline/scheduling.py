@@ -4,29 +4,31 @@
     scheduler.add_schedule(TrainingSchedule("nightly", "0 2 * * *", [spec], RLTrainingConfig()))
     await scheduler.run_forever()      # until SIGTERM/SIGINT or scheduler.stop()
 
-Fires are claimed in a sqlite file ($MLOPS_SCHEDULER_DB, default <repo>/scheduler.db) before anything is
-launched, so restarts or a second scheduler on the same file never train a fire twice.
+Fires are claimed in a sqlite file ($MLOPS_SCHEDULER_DB, default <repo>/scheduler.db) or a PostgreSQL
+database (`state_path="postgresql://user@host/db"`, schedulers on several machines) before anything is
+launched, so restarts or a second scheduler on the same state never train a fire twice.
 """
 from __future__ import annotations
 
 import os
-import shlex
-import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Callable, Optional
 
+from mlops_unity_pipeline import specs
 from mlops_unity_pipeline.jobs import RLTrainingConfig, TrainingJob, UnityAssetSpec, UnityMLOpsOrchestrator
+from pipeline.paths import REPO_ROOT
+from pipeline.scheduling.claims import results_dir_for, state_location
 from pipeline.scheduling.cron import CronSchedule
 from pipeline.scheduling.launcher import PipelineLauncher, fire_job
 from pipeline.scheduling.runner import Runner, RunnerSettings, say, utcnow
 from pipeline.scheduling.schedule import Schedule
-from pipeline.tracking.store import REPO_ROOT
 
 
-def default_state_path() -> Path:
-    return Path(os.environ.get("MLOPS_SCHEDULER_DB") or REPO_ROOT / "scheduler.db")
+def default_state_path() -> Path | str:
+    """$MLOPS_SCHEDULER_DB (a sqlite path or a postgresql:// URL), else <repo>/scheduler.db."""
+    return state_location(os.environ.get("MLOPS_SCHEDULER_DB") or REPO_ROOT / "scheduler.db")
 
 
 @dataclass
@@ -43,19 +45,24 @@ class TrainingSchedule:
     resume_interrupted: bool = False  # continue a fire cut short (runner stopped, reboot) from its checkpoint
     max_resumes: int = 3
 
+    def __post_init__(self) -> None:
+        specs.check_schedule(self)
+
 
 class TrainingScheduler:
     def __init__(self, orchestrator: UnityMLOpsOrchestrator, max_concurrent_jobs: int = 4,
-                 webhook_url: Optional[str] = None, *, webhook_secret: Optional[str] = None,
-                 state_path: Optional[str | os.PathLike] = None, on_stop: str = "cancel",
+                 webhook_url: str | None = None, *, webhook_secret: str | None = None,
+                 state_path: str | os.PathLike | None = None, on_stop: str = "cancel",
                  clock: Callable[[], datetime] = utcnow, log: Callable[[str], None] = say, **settings):
         self.orchestrator = orchestrator
-        state = Path(state_path) if state_path else default_state_path()
+        max_concurrent_jobs = specs.whole_number("TrainingScheduler", "max_concurrent_jobs", max_concurrent_jobs, 1,
+                                                 example="max_concurrent_jobs=4")
+        state = state_location(state_path) if state_path else default_state_path()
         self.settings = RunnerSettings(
             state_path=state, max_concurrent_jobs=max_concurrent_jobs, webhook_url=webhook_url,
             webhook_secret=webhook_secret if webhook_secret is not None else os.environ.get("MLOPS_WEBHOOK_SECRET"),
             on_stop=on_stop, **settings)
-        launcher = PipelineLauncher(orchestrator, state.parent / f"{state.stem}-results", log=log)
+        launcher = PipelineLauncher(orchestrator, results_dir_for(state, REPO_ROOT / "scheduler-results"), log=log)
         self.runner = Runner([], launcher, self.settings, clock=clock, log=log)
 
     @property
@@ -77,11 +84,9 @@ class TrainingScheduler:
 
     def _validate(self, job: TrainingJob) -> None:
         """Compose the exact config a fire will run, so a bad one fails here rather than at 02:00."""
-        from pipeline.config.compose import compose_plan
+        from pipeline.launch.inprocess import plan_for
 
-        cmd = self.orchestrator.command(job, Path(tempfile.gettempdir()) / "unused.json")
-        overrides = shlex.split(cmd[cmd.index("--overrides") + 1])
-        compose_plan([f"asset={cmd[cmd.index('--asset') + 1]}", *overrides])
+        plan_for(self.orchestrator.request(job, tags=getattr(job, "tags", None)))
 
     async def run_forever(self) -> None:
         """Fire schedules until SIGTERM/SIGINT (in the main thread) or `stop()`; then stop cleanly."""

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import shlex
 import sys
 import traceback
-from dataclasses import asdict, is_dataclass
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
 
 from pipeline.config.errors import ConfigError
 from pipeline.redaction import redact_uri
@@ -61,15 +59,56 @@ def _redact_tracebacks() -> None:
         sys.excepthook = _redacting_excepthook
 
 
+# Entry-point flag -> (config group, or the dotted key of a typed value).
+FLAG_GROUPS = ("asset", "algorithm", "mode")
+FLAG_VALUES = {"max_steps": "max_steps", "seed": "seed", "env_path": "env_path",
+               "unity_project": "build.unity_project", "editor_path": "build.editor_path",
+               "dataset_path": "mode.dataset_path"}
+
+
+def _typed(text: str):
+    """An MLflow parameter is text: whole numbers become ints; anything else stays text for the schema to judge."""
+    return int(text) if text.strip().lstrip("-").isdigit() else text
+
+
+def request_from(args: argparse.Namespace):
+    """An entry point's flags as a launch request: groups by name, flags as typed values, `--overrides` (text a
+    person wrote, Hydra's grammar) as overrides. A key the overrides set is theirs: the flag's default yields."""
+    from hydra.errors import HydraException
+
+    from pipeline.launch.request import LaunchRequest
+    from pipeline.sweeps import jobs
+
+    overrides = shlex.split(args.overrides or "")
+    try:
+        given = {o.key_or_group for o in jobs.parse(overrides)}
+    except HydraException:  # not ours to report: composing the config says what is wrong
+        given = set()
+    groups = {g: getattr(args, g) for g in FLAG_GROUPS if getattr(args, g, None) not in (None, "") and g not in given}
+    values = {key: _typed(getattr(args, flag)) for flag, key in FLAG_VALUES.items()
+              if getattr(args, flag, None) not in (None, "") and key not in given}
+    stage_args = {k: getattr(args, k) for k in ("policy", "run_id") if getattr(args, k, None)}
+    resume = getattr(args, "resume", None) or None
+    return LaunchRequest(groups=groups, values=values, overrides=overrides, stage=args.stage, stage_args=stage_args,
+                         resume=None if "resume" in given else resume,
+                         result_json=str(args.result_json) if args.result_json else None)
+
+
 def overrides_from(args: argparse.Namespace) -> list[str]:
+    """The same flags as Hydra overrides, for handing a sweep to the Hydra app (pipeline/sweeps/handoff.py)."""
+    from pipeline.launch.request import NAME
+    from pipeline.sweeps.handoff import flag_override
+
     out = []
-    for key, override in (("asset", "asset"), ("algorithm", "algorithm"), ("mode", "mode"),
-                          ("max_steps", "max_steps"), ("seed", "seed"), ("env_path", "env_path"),
-                          ("unity_project", "build.unity_project"), ("editor_path", "build.editor_path"),
-                          ("resume", "resume"), ("dataset_path", "mode.dataset_path")):
-        value = getattr(args, key, None)
-        if value not in (None, ""):
-            out.append(f"{override}={value}")
+    for group in FLAG_GROUPS:
+        name = getattr(args, group, None)
+        if name not in (None, ""):
+            if not NAME.match(name):
+                raise ConfigError(f"--{group} {name!r} is not the name of a conf/{group}/*.yaml; "
+                                  f"sweep it in overrides instead (overrides=\"{group}=a,b\")")
+            out.append(f"{group}={name}")
+    out += [flag_override(key, getattr(args, flag)) for flag, key in (*FLAG_VALUES.items(), ("resume", "resume"))
+            if getattr(args, flag, None) not in (None, "")]
     return out + shlex.split(args.overrides or "")
 
 
@@ -77,8 +116,15 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pipeline.cli", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="stage", required=True)
-    reap = sub.add_parser("reap", help="mark training runs whose process died (RUNNING forever) as FAILED")
+    reap = sub.add_parser("reap", help="close runs whose process died (RUNNING forever) as FAILED, with the reason")
     reap.add_argument("--experiment", default=None, help="only this experiment (default: all)")
+    reap.add_argument("--older-than", default=None, metavar="DURATION",
+                      help="also close RUNNING runs of other hosts (or with no process recorded) started longer ago "
+                           "than this (90s, 30m, 12h, 2d); this host's runs are checked exactly regardless")
+    req = sub.add_parser("run-request", help="run a launch request (pipeline/launch/): JSON, a file, or '-' (stdin)")
+    req.add_argument("request", nargs="?", help="the request as JSON, a path to a JSON file, or - for stdin")
+    req.add_argument("--from-env", metavar="VAR", help="read the request from this environment variable")
+    req.add_argument("--print-result", action="store_true", help="also print the result as one JSON line on stdout")
     for stage in ("main", "build", "train", "evaluate", "register"):
         s = sub.add_parser(stage)
         s.add_argument("--asset", default="nav")
@@ -103,49 +149,73 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     args = parser().parse_args(argv)
     if args.stage == "reap":
-        _reap(args.experiment)
+        _reap(args.experiment, args.older_than)
         return
     if args.stage == "main":
         from pipeline.sweeps import handoff
 
         if handoff.wants_sweep(args.overrides):  # `-P overrides="asset=nav,patrol"`: a Hydra multirun
-            handoff.run_multirun(overrides_from(argparse.Namespace(**{**vars(args), "overrides": ""})), args.overrides)
+            with reported():
+                flags = overrides_from(argparse.Namespace(**{**vars(args), "overrides": ""}))
+            handoff.run_multirun(flags, args.overrides)
             return
+    if args.stage == "run-request":
+        _run_request(args)
+        return
     with reported():
-        from pipeline.config.compose import compose_plan
+        from pipeline.launch.inprocess import run_request
+        from pipeline.launch.request import RequestError
 
-        plan = compose_plan(overrides_from(args))  # validated before any run is created
-        from pipeline.stages import build, evaluate, pipeline, register, train
-
-        if args.stage == "main":
-            result = pipeline.run_pipeline(plan)
-        elif args.stage == "build":
-            result = build.build(plan)
-        elif args.stage == "train":
-            result = train.train(plan)
-        elif args.stage == "evaluate":
-            result = evaluate.evaluate(plan, args.policy)
-        else:
-            result = register.register(plan, args.run_id)
-    if args.result_json:
-        args.result_json.write_text(json.dumps(asdict(result) if is_dataclass(result) else result, indent=2, default=str))
+        try:
+            request = request_from(args)
+        except RequestError as exc:
+            raise ConfigError(str(exc)) from None
+        run_request(request)  # validated before any run is created; writes --result-json
 
 
-def _reap(experiment: Optional[str]) -> None:
+def _run_request(args: argparse.Namespace) -> None:
+    """The child side of every executor: no command line is built from the request's values."""
+    import os
+
+    from pipeline.launch.inprocess import run_request
+    from pipeline.launch.request import LaunchRequest, RequestError
+
+    with reported():
+        try:
+            if args.from_env:
+                text = os.environ.pop(args.from_env, None)  # not inherited by the trainer's own children
+                if text is None:
+                    raise ConfigError(f"--from-env {args.from_env}: that environment variable is not set")
+            elif args.request == "-" or args.request is None:
+                text = sys.stdin.read()
+            elif args.request.lstrip().startswith("{"):
+                text = args.request
+            else:
+                text = Path(args.request).read_text()
+            request = LaunchRequest.from_json(text)
+        except (RequestError, OSError) as exc:
+            raise ConfigError(f"run-request: {exc}") from None
+        run_request(request, print_result=args.print_result)
+
+
+def _reap(experiment: str | None, older_than: str | None = None) -> None:
     import mlflow
 
-    from pipeline.tracking import store
-    from pipeline.training.resume import reap
+    from pipeline.tracking import reaper, store
 
-    store.configure()
-    client = mlflow.MlflowClient()
-    ids = [client.get_experiment_by_name(experiment).experiment_id] if experiment else \
-        [e.experiment_id for e in client.search_experiments()]
-    reaped = reap(ids)
-    print(f"reap: {len(reaped)} dead training run(s) marked FAILED" + "".join(f"\n  {r}" for r in reaped))
+    with reported():
+        limit = reaper.parse_duration(older_than) if older_than else None
+        store.configure()
+        client = mlflow.MlflowClient()
+        if experiment and client.get_experiment_by_name(experiment) is None:
+            raise ConfigError(f"--experiment {experiment!r}: no such experiment in {redact_uri(mlflow.get_tracking_uri())}")
+        ids = [client.get_experiment_by_name(experiment).experiment_id] if experiment else \
+            [e.experiment_id for e in client.search_experiments()]
+        reaped = reaper.reap(ids, limit)
+    print(f"reap: {len(reaped)} run(s) of dead processes marked FAILED" + "".join(f"\n  {r}" for r in reaped))
 
 
 if __name__ == "__main__":

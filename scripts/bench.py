@@ -1,13 +1,15 @@
-"""Benchmark: the pipeline's overhead over bare ML-Agents, and the simulations' own speed.
+"""Benchmark: the pipeline's train stage against bare upstream ML-Agents, the SB3 peer, the simulations' speed.
 
-    make bench                       # nav, PPO, 100k steps
-    make bench ARGS="--steps 30000"  # quicker
+    make bench                                   # nav/ppo 100k x 5 pairs, patrol/ppo, nav/sac, nav/poca, SB3 peer
+    python scripts/bench.py --configs nav/ppo --steps 40000 --pairs 3 --peer-steps 0    # quicker
 
 Both trainings run as fresh processes on the same config, asset, seed and step budget:
   bare     = ML-Agents' TrainerController + SubprocessEnvManager + its default StatsWriters, wired as
              `mlagents.trainers.learn.run_training` does (our simulation is the only non-ML-Agents part);
   pipeline = `python -m pipeline.cli train` (config validation, MLflow run, streamed metrics,
-             artifacts, ONNX model logging, learning-curve picture).
+             artifacts, ONNX model logging, learning-curve picture) with our hot-path replacements
+             (pipeline/mlagents_patches/hot_paths.py), as users run it.
+The bare side runs with MLOPS_MLAGENTS_FAST=0 and checks that no replacement is installed.
 Results are appended to bench/results.md with the machine they ran on.
 """
 from __future__ import annotations
@@ -32,6 +34,9 @@ def bare_mlagents(overrides: list[str], results: str) -> None:
     from pipeline.mlagents_patches import onnx_export
 
     onnx_export.apply()  # needed by bare ML-Agents too; the hot paths stay upstream
+    from pipeline.mlagents_patches import hot_paths
+
+    assert not hot_paths.applied(), "the bare baseline must run ML-Agents' own hot paths"
     from mlagents.plugins.stats_writer import get_default_stats_writers
     from mlagents.trainers.environment_parameter_manager import EnvironmentParameterManager
     from mlagents.trainers.stats import StatsReporter
@@ -56,6 +61,10 @@ def bare_mlagents(overrides: list[str], results: str) -> None:
         TrainerController(factory, write_path, "bare", params, True, plan.seed).start_learning(env_manager)
     finally:
         env_manager.close()
+        from mlagents.trainers.learn import write_timing_tree  # as run_training does: timers.json
+
+        os.makedirs(options.checkpoint_settings.run_logs_dir, exist_ok=True)
+        write_timing_tree(options.checkpoint_settings.run_logs_dir)
 
 
 def timed(cmd: list[str], env: dict) -> float:
@@ -64,7 +73,7 @@ def timed(cmd: list[str], env: dict) -> float:
     return time.perf_counter() - start
 
 
-def simulation_speed(seconds: float = 3.0) -> dict[str, float]:
+def simulation_speed(seconds: float = 2.0, names: tuple[str, ...] = ("nav", "patrol")) -> dict[str, float]:
     import numpy as np
     from mlagents_envs.base_env import ActionTuple
 
@@ -72,16 +81,17 @@ def simulation_speed(seconds: float = 3.0) -> dict[str, float]:
     from pipeline.sim.unity_env import SimulatedUnityEnv
 
     out = {}
-    for name, world in SIMULATIONS.items():
+    for name in names:
+        world = SIMULATIONS[name]
         for areas in (16, 256):
             env = SimulatedUnityEnv(world, num_areas=areas, seed=0)
-            actions = np.zeros((areas, 2), np.float32)
+            actions = np.zeros((env.num_agents, world.spec.action_size), np.float32)
             steps, start = 0, time.perf_counter()
             while time.perf_counter() - start < seconds:
                 env.set_actions(world.spec.behavior_name, ActionTuple(continuous=actions))
                 env.step()
                 env.get_steps(world.spec.behavior_name)
-                steps += areas
+                steps += env.num_agents
             out[f"{name} ({areas} areas)"] = steps / (time.perf_counter() - start)
     return out
 
@@ -99,68 +109,141 @@ def append_results(title: str, lines: list[str], out: Path = RESULTS) -> None:
 
 
 def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               platform.processor())
+    with open("/proc/cpuinfo") as f:
+        cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), platform.processor())
     import torch
 
     return (f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
             f"Python {platform.python_version()}, torch {torch.__version__}")
 
 
+# (asset, algorithm, steps) of `make bench`: the target config first, then the others the issue asks about.
+CONFIGS = {"nav/ppo": 100_000, "patrol/ppo": 100_000, "nav/sac": 30_000, "nav/poca": 100_000}
+
+
+def loop_seconds(results: Path) -> float:
+    """ML-Agents' own timer of its training loop (TrainerController.start_learning), from run_logs/timers.json."""
+    timers = json.loads(next(results.rglob("run_logs/timers.json")).read_text())
+    return timers["children"]["TrainerController.start_learning"]["total"]
+
+
+def median(xs: list[float]) -> float:
+    import statistics
+
+    return statistics.median(xs)
+
+
+def compare(asset: str, algorithm: str, steps: int, pairs: int, tmp: str, env: dict) -> dict:
+    """Alternating pairs of fresh processes: bare upstream ML-Agents, then our train stage (order swapped each pair)."""
+    overrides = [f"asset={asset}", f"algorithm={algorithm}", f"max_steps={steps}", "seed=0"]
+    rows = []
+    for i in range(pairs):
+        tag = f"{asset}-{algorithm}-{i}"
+        side = {"bare": ([sys.executable, __file__, "--bare-child", f"{tmp}/bare-{tag}", *overrides,
+                          f"results_dir={tmp}/bare-{tag}"], {**env, "MLOPS_MLAGENTS_FAST": "0"}, f"{tmp}/bare-{tag}"),
+                "pipeline": ([sys.executable, "-m", "pipeline.cli", "train", "--asset", asset, "--algorithm", algorithm,
+                              "--max_steps", str(steps), "--seed", "0", "--overrides", f"results_dir={tmp}/pipe-{tag}"],
+                             env, f"{tmp}/pipe-{tag}")}
+        row = {}
+        for name in (["bare", "pipeline"] if i % 2 == 0 else ["pipeline", "bare"]):
+            cmd, child_env, results = side[name]
+            wall = timed(cmd, child_env)
+            row[name] = {"wall": wall, "loop": loop_seconds(Path(results))}
+            print(f"{asset}/{algorithm} pair {i + 1}/{pairs} {name}: {wall:.1f} s (training loop "
+                  f"{row[name]['loop']:.1f} s)", flush=True)
+        rows.append(row)
+    b, p = ([r[k] for r in rows] for k in ("bare", "pipeline"))
+    return {
+        "config": f"{asset}/{algorithm}", "steps": steps, "pairs": pairs,
+        "wall_ratio": median([y["wall"] / x["wall"] for x, y in zip(b, p)]),
+        "pair_wall_ratios": [round(y["wall"] / x["wall"], 3) for x, y in zip(b, p)],
+        "steps_per_s_ratio": median([x["loop"] / y["loop"] for x, y in zip(b, p)]),
+        "bare_wall": median([x["wall"] for x in b]), "pipeline_wall": median([y["wall"] for y in p]),
+        "bare_steps_per_s": median([steps / x["loop"] for x in b]),
+        "pipeline_steps_per_s": median([steps / y["loop"] for y in p]),
+        # What a run costs besides its training loop (imports, config, MLflow, model logging), over bare's.
+        "fixed_overhead": median([(y["wall"] - y["loop"]) - (x["wall"] - x["loop"]) for x, y in zip(b, p)]),
+        "bare_fixed": median([x["wall"] - x["loop"] for x in b]),
+        "pipeline_fixed": median([y["wall"] - y["loop"] for y in p]),
+    }
+
+
+def peer(steps: int, tmp: str, env: dict) -> dict:
+    """SB3 PPO and our train stage on nav, same hyperparameters and budget: speed and what each learned."""
+    import mlflow
+
+    out = Path(tmp) / "sb3.json"
+    start = time.perf_counter()
+    subprocess.run([sys.executable, str(REPO / "scripts" / "bench_peer_sb3.py"), "--steps", str(steps),
+                    "--out", str(out)], check=True, env=env, cwd=REPO, stdout=subprocess.DEVNULL)
+    sb3 = {**json.loads(out.read_text()), "wall": time.perf_counter() - start}
+    result = Path(tmp) / "peer-ours.json"
+    wall = timed([sys.executable, "-m", "pipeline.cli", "train", "--max_steps", str(steps), "--seed", "0",
+                  "--result-json", str(result), "--overrides", f"results_dir={tmp}/peer"], env)
+    run_id = json.loads(result.read_text())["run_id"]
+    history = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"]).get_metric_history(run_id, "Environment/Success Rate")
+    ours = {"wall": wall, "steps_per_s": steps / loop_seconds(Path(tmp) / "peer"),
+            "success": max(history, key=lambda m: m.step).value if history else float("nan")}
+    return {"steps": steps, "sb3": sb3, "ours": ours}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--asset", default="nav")
-    ap.add_argument("--algorithm", default="ppo")
-    ap.add_argument("--steps", type=int, default=100_000)
-    ap.add_argument("--repeats", type=int, default=1)
-    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results.md")
+    ap.add_argument("--configs", nargs="*", default=list(CONFIGS), help="asset/algorithm, e.g. nav/ppo patrol/ppo")
+    ap.add_argument("--steps", type=int, help="one budget for every config (default: CONFIGS)")
+    ap.add_argument("--pairs", type=int, default=5, help="alternating bare/pipeline pairs for nav/ppo")
+    ap.add_argument("--other-pairs", type=int, default=3, help="pairs for the other configs")
+    ap.add_argument("--peer-steps", type=int, default=150_000, help="SB3 peer comparison budget (0: skip)")
+    ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--bare-child", nargs="*", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.bare_child is not None:
         bare_mlagents(args.bare_child[1:], args.bare_child[0])
         return
 
-    overrides = [f"asset={args.asset}", f"algorithm={args.algorithm}", f"max_steps={args.steps}", "seed=0"]
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db", "PYTHONUNBUFFERED": "1"}
         env.pop("MLFLOW_RUN_ID", None)
+        env.pop("MLOPS_MLAGENTS_FAST", None)  # the pipeline side runs as users run it
         # The store exists before timing, as it does for every run but a store's first: creating its tables
         # (~2-3 s, once per store) is not a per-run cost.
         subprocess.run([sys.executable, "-c", "import mlflow; mlflow.MlflowClient().search_experiments()"],
                        check=True, env=env, cwd=REPO)
-        bare, piped = [], []
-        for i in range(args.repeats):
-            # Alternate the order so drift in machine load does not favour one side.
-            pair = [("bare", [sys.executable, __file__, "--bare-child", f"{tmp}/bare{i}", *overrides,
-                              f"results_dir={tmp}/bare{i}"]),
-                    ("pipeline", [sys.executable, "-m", "pipeline.cli", "train", "--asset", args.asset,
-                                  "--algorithm", args.algorithm, "--max_steps", str(args.steps), "--seed", "0",
-                                  "--overrides", f"results_dir={tmp}/pipe{i}"])]
-            for name, cmd in (pair if i % 2 == 0 else pair[::-1]):
-                seconds = timed(cmd, env)
-                (bare if name == "bare" else piped).append(seconds)
-                print(f"{name}: {seconds:.1f} s", flush=True)
+        results = []
+        for config in args.configs:
+            asset, algorithm = config.split("/")
+            pairs = args.pairs if config == "nav/ppo" else args.other_pairs
+            results.append(compare(asset, algorithm, args.steps or CONFIGS.get(config, 100_000), pairs, tmp, env))
+            print(json.dumps(results[-1]), flush=True)
+        peer_row = peer(args.peer_steps, tmp, env) if args.peer_steps else None
     sim = simulation_speed()
-    b, p = min(bare), min(piped)
-    row = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),
-           "config": f"{args.asset}/{args.algorithm}, {args.steps:,} steps, 2 workers x 16 areas",
-           "bare_s": round(b, 1), "pipeline_s": round(p, 1), "overhead_ratio": round(p / b, 3),
-           "pair_ratios": [round(x / y, 3) for x, y in zip(piped, bare)],  # this box is noisy: show the spread
-           "bare_steps_per_s": round(args.steps / b), "simulation_steps_per_s": {k: round(v) for k, v in sim.items()}}
-    print(json.dumps(row, indent=2))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    new = not args.out.exists()
-    with args.out.open("a") as f:
-        if new:
-            f.write("# Benchmark results\n\nWritten by `make bench` (scripts/bench.py); newest last. Wall times are "
-                    "whole processes (imports included), best of the repeats.\n\n")
-        f.write(f"## {row['date']} — {row['config']}\n\n- machine: {row['machine']}\n"
-                f"- bare ML-Agents: {row['bare_s']} s ({row['bare_steps_per_s']:,} steps/s)\n"
-                f"- pipeline train stage: {row['pipeline_s']} s\n- overhead ratio: **{row['overhead_ratio']}** (best of "
-                f"{args.repeats}; each pair: {', '.join(map(str, row['pair_ratios']))})\n"
-                + "".join(f"- simulation {k}: {v:,} steps/s (env stepping only, zero actions)\n"
-                          for k, v in row["simulation_steps_per_s"].items()) + "\n")
-    print(f"appended to {args.out}")
+    lines = [("each config: median over alternating pairs of fresh processes (bare upstream ML-Agents with "
+             "MLOPS_MLAGENTS_FAST=0 / `python -m pipeline.cli train`), 2 workers x 16 areas, seed 0; "
+             "steps/s = steps / ML-Agents' own `TrainerController.start_learning` timer")]
+    for r in results:
+        lines.append(
+            f"{r['config']}, {r['steps']:,} steps, {r['pairs']} pairs: wall time pipeline/bare "
+            f"**{r['wall_ratio']:.3f}** (pairs {', '.join(map(str, r['pair_wall_ratios']))}; "
+            f"{r['pipeline_wall']:.1f} s vs {r['bare_wall']:.1f} s); "
+            f"training steps/s **{r['steps_per_s_ratio']:.2f}x** upstream ({r['pipeline_steps_per_s']:,.0f} vs "
+            f"{r['bare_steps_per_s']:,.0f}); fixed cost outside the training loop {r['pipeline_fixed']:.1f} s vs "
+            f"{r['bare_fixed']:.1f} s bare (overhead **{r['fixed_overhead']:+.1f} s**)")
+    nav16 = sim.get("nav (16 areas)")
+    nav_ppo = next((r for r in results if r["config"] == "nav/ppo"), None)
+    if nav16 and nav_ppo:
+        lines.append(f"simulation's share of a training step (nav/ppo): {nav_ppo['pipeline_steps_per_s'] / nav16:.1%} "
+                     f"(training {nav_ppo['pipeline_steps_per_s']:,.0f} steps/s vs the simulation alone {nav16:,.0f})")
+    if peer_row:
+        sb3, ours = peer_row["sb3"], peer_row["ours"]
+        lines.append(
+            f"peer, nav PPO {peer_row['steps']:,} steps, same hyperparameters: stable-baselines3 "
+            f"{sb3['steps_per_s']:,.0f} steps/s (process {sb3['wall']:.1f} s), success {sb3['success_last_10k']:.0%} "
+            f"over its last 10k steps; ours {ours['steps_per_s']:,.0f} steps/s (process {ours['wall']:.1f} s), "
+            f"success {ours['success']:.0%} at the last summary; ours/SB3 steps/s "
+            f"**{ours['steps_per_s'] / sb3['steps_per_s']:.2f}**")
+    lines += [f"simulation {k}: {v:,.0f} steps/s (env stepping only, zero actions)" for k, v in sim.items()]
+    print("\n".join(lines))
+    append_results("training speed: pipeline vs bare ML-Agents 1.1.0, and the SB3 peer", lines, args.out)
 
 
 if __name__ == "__main__":

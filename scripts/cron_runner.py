@@ -6,6 +6,7 @@
 
 The webhook secret comes from $MLOPS_WEBHOOK_SECRET (never from a config file). Fires are claimed in
 --state (default $MLOPS_SCHEDULER_DB or <repo>/scheduler.db): one file = one set of fires, launched once.
+--state postgresql://user@host/db shares the fires between runners on several machines.
 """
 from __future__ import annotations
 
@@ -20,7 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mlops_unity_pipeline.jobs import UnityMLOpsOrchestrator  # noqa: E402
 from mlops_unity_pipeline.scheduling import default_state_path  # noqa: E402
 from pipeline.cli import reported  # noqa: E402
+from pipeline.paths import REPO_ROOT  # noqa: E402
 from pipeline.redaction import redact_uri  # noqa: E402
+from pipeline.scheduling.claims import results_dir_for, state_location  # noqa: E402
 from pipeline.scheduling.launcher import PipelineLauncher  # noqa: E402
 from pipeline.scheduling.runner import Runner, RunnerSettings, upcoming, utcnow  # noqa: E402
 from pipeline.scheduling.settings import SCHEDULE_DIR, load_schedules  # noqa: E402
@@ -34,7 +37,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--schedule-dir", type=Path, default=SCHEDULE_DIR)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="Hydra override applied to each schedule, e.g. --set time_zone=Europe/Berlin")
-    p.add_argument("--state", type=Path, default=None, help="claims database (sqlite)")
+    p.add_argument("--state", type=state_location, default=None, metavar="PATH|URL",
+                   help="claims database: a sqlite file, or postgresql://user@host/db shared by runners on "
+                        "several machines (default: $MLOPS_SCHEDULER_DB or <repo>/scheduler.db)")
     p.add_argument("--max-concurrent-jobs", type=int, default=4)
     p.add_argument("--webhook-url", default=os.environ.get("MLOPS_WEBHOOK_URL"))
     p.add_argument("--webhook-timeout", type=float, default=10.0)
@@ -65,10 +70,13 @@ def main(argv=None) -> None:
             print(f"{fire.due_at.isoformat(timespec='minutes')}  {s.schedule_id}  {fire.scheduled_minute} "
                   f"{s.cron.zone_name}  {', '.join(s.asset_ids)}")
         return
-    state = settings.state_path
+    # A schedule with `executor: {kind: ray, ...}` sends its fires to that Ray cluster; the others run here.
+    executors = {s.schedule_id: s.extra["executor"] for s in schedules if "executor" in s.extra}
     launcher = PipelineLauncher(UnityMLOpsOrchestrator(experiment_name=args.experiment_name),
-                                state.parent / f"{state.stem}-results")
-    runner = Runner(schedules, launcher, settings)
+                                results_dir_for(settings.state_path, REPO_ROOT / "scheduler-results"),
+                                executors=executors)
+    with reported():  # an unreachable claims database is one `error:` line
+        runner = Runner(schedules, launcher, settings)
     asyncio.run(runner.run_forever())
 
 

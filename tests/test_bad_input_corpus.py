@@ -16,7 +16,7 @@ from pipeline.config.compose import compose_plan
 from pipeline.config.command_line import check_command_line
 from pipeline.scheduling import cron, webhooks
 from pipeline.scheduling.schedule import Schedule
-from tests.conftest import all_runs
+from tests.support.store import all_runs
 
 GOOD_STEP = {"episode": 0, "agent": 0, "step": 0, "obs": {"raycast": [0.5] * 8, "velocity": [0.0, 0.0],
                                                           "target": [0.1, 0.2]}, "action": [0.1, -0.1], "reward": 0.0}
@@ -68,6 +68,63 @@ def app_config(yaml_text: str, *argv: str) -> Callable[[Path], object]:
         (tmp / "payload" / "edited.yaml").write_text(text)
         return check_command_line(["--config-dir", str(tmp), "+payload=edited", *argv])
     return attempt
+
+
+def raw_dataset(content: bytes) -> Callable[[Path], object]:
+    """An offline plan whose .jsonl holds these exact bytes."""
+    def attempt(tmp: Path) -> object:
+        (tmp / "demo.jsonl").write_bytes(content)
+        return compose_plan(["mode=offline", f"mode.dataset_path={tmp / 'demo.jsonl'}"])
+    return attempt
+
+
+def schedule_file(text: str) -> Callable[[Path], object]:
+    """conf/schedule-style file `bad.yaml` in a directory of its own, loaded as the runner loads it."""
+    def attempt(tmp: Path) -> object:
+        from pipeline.scheduling.settings import load_schedules
+
+        (tmp / "schedules").mkdir()
+        (tmp / "schedules" / "bad.yaml").write_text(text)
+        return load_schedules(directory=tmp / "schedules")
+    return attempt
+
+
+def store_at(make: Callable[[Path], str]) -> Callable[[Path], object]:
+    """A plan whose tracking.tracking_uri is sqlite:///<make(tmp)>."""
+    return lambda tmp: compose_plan([f"tracking.tracking_uri=sqlite:///{make(tmp)}"])
+
+
+def not_a_database(tmp: Path) -> str:
+    (tmp / "notes.db").write_text("these are my notes, not a database\n")
+    return str(tmp / "notes.db")
+
+
+def in_range(key: str, value: str, rule: str, allowed: str, example: str, *more: str) -> tuple:
+    """A range-table case: the exact one-line message of pipeline/config/ranges.py."""
+    return (f"range {key}={value}", plan(*more, f"{key}={value}"),
+            f"{key} must be {rule}, got {value_repr(value)} (allowed: {allowed}; e.g. {key}={example})")
+
+
+def value_repr(value: str) -> str:
+    for kind in (int, float):
+        try:
+            return repr(kind(value))
+        except ValueError:
+            pass
+    return repr(value)
+
+
+HYDRA_SETTINGS = "(see pipeline/config/hydra_settings.py)"
+ENV_REFUSED = ("sets the environment of the run's processes (LD_PRELOAD, PYTHONPATH and the like load code into "
+               f"them); set environment variables in the shell that starts the pipeline instead {HYDRA_SETTINGS}")
+WRITES = ("Hydra (or the sweep callback) writes there, so it may only be a directory inside the working directory "
+          "or the temporary directory")
+
+
+def group_refused(group: str, value: str, example: str) -> str:
+    return (f"{group}={value!r} is not allowed: a config-group choice must be the plain name of a config in "
+            f"conf/{group}/ (letters, digits, '_', '-' or '.'; no '/' or '..'), never a path: a path would load a YAML "
+            f"from outside conf/; e.g. {example}")
 
 
 ALLOW_LIST = "(the allow-list is in pipeline/config/targets.py)"
@@ -235,6 +292,141 @@ CASES: list[tuple[str, Callable[[Path], object], str]] = [
     ("vertex label", plan("+registry.vertex_labels.team=Robotics"), "label value 'Robotics'"),
     ("anonymous credentials", plan("registry.credentials=anonymous"), "registry.credentials=anonymous only works"),
     ("key file missing", plan("registry.credentials={tmp}/key.json"), "no such key file"),
+    # --- Hydra settings that change the environment or write elsewhere; group choices as paths ------
+    ("env_set on the app", app("+hydra.job.env_set.LD_PRELOAD={tmp}/x.so"),
+     f"hydra.job.env_set.LD_PRELOAD='{{tmp}}/x.so' is not allowed: env_set {ENV_REFUSED}"),
+    ("env_set in a sweep", app("-m", "+hydra.job.env_set.PYTHONPATH={tmp}", "seed=0,1"),
+     f"hydra.job.env_set.PYTHONPATH='{{tmp}}' is not allowed: env_set {ENV_REFUSED}"),
+    ("env_set as a dict", app("+hydra.job={env_set: {LD_PRELOAD: x.so}}"),
+     f"hydra.job.env_set={{'LD_PRELOAD': 'x.so'}} is not allowed: env_set {ENV_REFUSED}"),
+    ("env_copy", app("hydra.job.env_copy=[HOME]"), f"hydra.job.env_copy=['HOME'] is not allowed: env_copy {ENV_REFUSED}"),
+    ("launcher runtime_env", app("+hydra.launcher.ray.init.runtime_env.env_vars.LD_PRELOAD=x.so"),
+     f"hydra.launcher.ray.init.runtime_env.env_vars.LD_PRELOAD='x.so' is not allowed: runtime_env {ENV_REFUSED}"),
+    ("env_set in an edited config", app_config("hydra:\n  job:\n    env_set:\n      LD_PRELOAD: /x.so\n"),
+     f"hydra.job.env_set={{'LD_PRELOAD': '/x.so'}} is not allowed: env_set {ENV_REFUSED}"),
+    ("env_set on a stage command", plan("+hydra.job.env_set.LD_PRELOAD=x.so"),
+     f"hydra.job.env_set.LD_PRELOAD='x.so' is not allowed: env_set {ENV_REFUSED}"),
+    ("run dir absolute", app("hydra.run.dir=/etc/pipeline"),
+     f"hydra.run.dir='/etc/pipeline' is not allowed: /etc/pipeline is outside"),
+    ("run dir escaping", app("hydra.run.dir=../../../../../../../../etc/x"), f"; {WRITES}, e.g. hydra.run.dir=outputs/my-run"),
+    ("run dir from the environment", app("hydra.run.dir=${oc.env:HOME}/x"),
+     "hydra.run.dir='${oc.env:HOME}/x' is not allowed: only ${now:...} and ${hydra.job.num|id|name} interpolations "
+     f"are accepted in it; {WRITES}, e.g. hydra.run.dir=outputs/my-run {HYDRA_SETTINGS}"),
+    ("sweep dir absolute", app("-m", "seed=0,1", "hydra.sweep.dir=/var/lib/x"), "hydra.sweep.dir='/var/lib/x' is not allowed"),
+    ("sweep subdir absolute", app("-m", "seed=0,1", "hydra.sweep.subdir=/etc"),
+     "hydra.sweep.subdir='/etc' is not allowed: it is an absolute path; a sweep job's folder must stay inside "
+     f"hydra.sweep.dir, e.g. hydra.sweep.subdir=job${{hydra.job.num}} {HYDRA_SETTINGS}"),
+    ("sweep subdir escaping", app("-m", "seed=0,1", "hydra.sweep.subdir=../../x"),
+     "hydra.sweep.subdir='../../x' is not allowed: it leads out of its parent folder with '..'"),
+    ("output_subdir escaping", app("hydra.output_subdir=../../x"),
+     "hydra.output_subdir='../../x' is not allowed: it names a file or folder inside the run's output folder, so it "
+     f"must be a plain name (no '/' or '..'), e.g. hydra.output_subdir=.hydra {HYDRA_SETTINGS}"),
+    ("job name as a path", app("hydra.job.name=../../.bashrc"), "hydra.job.name='../../.bashrc' is not allowed"),
+    ("log file elsewhere", app("hydra.job_logging.handlers.file.filename={tmp}/../.profile"),
+     "is not allowed: a log file must be written inside the run's output folder, e.g. "
+     "hydra.job_logging.handlers.file.filename='${hydra.runtime.output_dir}/${hydra.job.name}.log'"),
+    ("log file escaping the run", app("hydra.job_logging.handlers.file.filename=${hydra.runtime.output_dir}/../../x"),
+     "a log file must be written inside the run's output folder"),
+    ("tuned_dir elsewhere", app("-m", "+search=ppo", "hydra.callbacks.mlflow_sweep.tuned_dir=/etc/x"),
+     "hydra.callbacks.mlflow_sweep.tuned_dir='/etc/x' is not allowed"),
+    ("runtime set by hand", app("hydra.runtime.output_dir=/etc"),
+     f"hydra.runtime.output_dir='/etc' is not allowed: hydra.runtime is set by Hydra itself when the job starts; "
+     f"remove it {HYDRA_SETTINGS}"),
+    ("asset as a path", plan("asset=../../../tmp/evil"), group_refused("asset", "../../../tmp/evil", "asset=nav")),
+    ("asset absolute", plan("asset=/abs/path"), group_refused("asset", "/abs/path", "asset=nav")),
+    ("algorithm as a path", plan("algorithm=../x"), group_refused("algorithm", "../x", "algorithm=poca")),
+    ("mode as a path", plan("mode=../asset/nav"), group_refused("mode", "../asset/nav", "mode=hybrid")),
+    ("asset path on the app", app("asset=../conf/asset/nav"), group_refused("asset", "../conf/asset/nav", "asset=nav")),
+    ("asset path in a sweep", app("-m", "asset=nav,../../x"), group_refused("asset", "../../x", "asset=nav")),
+    ("launcher as a path", app("-m", "seed=0,1", "hydra/launcher=../../x"),
+     group_refused("hydra/launcher", "../../x", "hydra/launcher=parallel")),
+    ("search as a path", app("-m", "+search=../algorithm/ppo"), group_refused("search", "../algorithm/ppo", "search=ppo")),
+    ("group in an edited config", app_config("defaults:\n  - /asset@_here_: nav\n", "+payload2=../x"),
+     "is not allowed: a config-group choice must be the plain name"),
+    # --- the range table (pipeline/config/ranges.py) ---------------------------------------------------
+    in_range("seed", "4294967296", "<= 2147483647", "an integer from 0 to 2147483647", "0"),
+    in_range("algorithm.summary_freq", "0", ">= 1", "an integer from 1 to 1000000000000", "10000"),
+    in_range("algorithm.checkpoint_interval", "0", ">= 1", "an integer from 1 to 1000000000000", "50000"),
+    in_range("algorithm.hyperparameters.batch_size", "0", ">= 1", "an integer from 1 to 16777216", "512"),
+    in_range("algorithm.hyperparameters.learning_rate", "-1", "> 0", "a number in (0, 1]", "0.0003"),
+    in_range("algorithm.hyperparameters.learning_rate", "inf", "a finite number", "a number in (0, 1]", "0.0003"),
+    in_range("algorithm.network_settings.hidden_units", "0", ">= 1", "an integer from 1 to 4096", "128"),
+    in_range("algorithm.network_settings.num_layers", "0", ">= 1", "an integer from 1 to 32", "2"),
+    in_range("env.time_scale", "nan", "a finite number", "a number in (0, 100]", "20.0"),
+    in_range("env.time_scale", "inf", "a finite number", "a number in (0, 100]", "20.0"),
+    in_range("env.time_scale", "-inf", "a finite number", "a number in (0, 100]", "20.0"),
+    in_range("registry.margin", "nan", "a finite number", "a number >= 0", "0.0"),
+    in_range("env.base_port", "70000", "<= 65535", "an integer from 1024 to 65535", "5005"),
+    in_range("env.base_port", "80", ">= 1024", "an integer from 1024 to 65535", "5005"),
+    in_range("evaluation.seed", "-1", ">= 0", "an integer from 0 to 2147483647", "10000"),
+    in_range("evaluation.episodes", "0", ">= 1", "an integer from 1 to 100000", "100"),
+    in_range("env.num_areas", "0", ">= 1", "an integer from 1 to 4096", "16"),
+    in_range("env.num_envs", "0", ">= 1", "an integer from 1 to 256", "2"),
+    in_range("env.timeout_wait", "-5", ">= 1", "an integer from 1 to 86400", "60"),
+    in_range("algorithm.reward_signals.extrinsic.gamma", "1.5", "<= 1", "a number in (0, 1]", "0.99"),
+    in_range("algorithm.reward_signals.extrinsic.gamma", "0", "> 0", "a number in (0, 1]", "0.99"),
+    in_range("algorithm.reward_signals.extrinsic.strength", "nan", "a finite number", "a number in [0, 1000000.0]", "1.0"),
+    in_range("algorithm.hyperparameters.lambd", "1.01", "<= 1", "a number in [0, 1]", "0.95"),
+    in_range("algorithm.hyperparameters.epsilon", "0", "> 0", "a number in (0, 1]", "0.2"),
+    in_range("algorithm.hyperparameters.beta", "-0.01", ">= 0", "a number in [0, 1]", "0.005"),
+    in_range("algorithm.hyperparameters.num_epoch", "0", ">= 1", "an integer from 1 to 1000", "3"),
+    in_range("algorithm.keep_checkpoints", "0", ">= 1", "an integer from 1 to 10000", "3"),
+    in_range("algorithm.time_horizon", "0", ">= 1", "an integer from 1 to 1000000", "64"),
+    in_range("algorithm.hyperparameters.tau", "0", "> 0", "a number in (0, 1]", "0.005", "algorithm=sac"),
+    in_range("algorithm.hyperparameters.steps_per_update", "0", "> 0", "a number in (0, 1000000.0]", "16.0",
+             "algorithm=sac"),
+    in_range("algorithm.hyperparameters.buffer_init_steps", "-1", ">= 0", "an integer from 0 to 1000000000000", "0",
+             "algorithm=sac"),
+    in_range("mode.validation_fraction", "1.0", "< 1", "a number in [0, 1)", "0.1"),
+    in_range("mode.awr_temperature", "nan", "a finite number", "a number in (0, 1000000.0]", "1.0"),
+    in_range("registry.timeout_s", "inf", "a finite number", "a number in (0, 86400]", "120.0"),
+    in_range("max_steps", "1000000000000000", "<= 1000000000000", "an integer from 1 to 1000000000000, or null",
+             "150000"),
+    ("range buffer smaller than batch", plan("algorithm.hyperparameters.buffer_size=256"),
+     "algorithm.hyperparameters.buffer_size must be >= batch_size (512), got 256 (a buffer is split into batches: a "
+     "smaller one trains nothing; e.g. algorithm.hyperparameters.buffer_size=8192)"),
+    ("range seed plus workers", plan("seed=2147483647"),
+     "seed + env.num_envs - 1 must be <= 2147483647 (environment worker i is seeded seed + i), got seed=2147483647 "
+     "with env.num_envs=2 (e.g. seed=2147483646)"),
+    ("range bool for an int", plan("algorithm.time_horizon=true"), "algorithm.time_horizon must be int, got True"),
+    ("range float for an int", plan("algorithm.summary_freq=1.5"), "algorithm.summary_freq must be int, got 1.5"),
+    # --- results location and store ----------------------------------------------------------------
+    ("results_dir under a file", plan("results_dir=/etc/hostname/results"),
+     "results_dir=/etc/hostname/results: /etc/hostname is a file, not a directory; e.g. results_dir=results"),
+    ("store is a directory", store_at(lambda tmp: str(tmp)), "is a directory; give a database file, e.g. sqlite:///"),
+    ("store is not a database", store_at(not_a_database),
+     "notes.db is not an SQLite database; point it at an MLflow database or at a new file name (MLflow creates it)"),
+    # --- datasets: bytes, steps, sizes -----------------------------------------------------------------
+    ("dataset not UTF-8", raw_dataset(step().encode() + b"\n" + step(step=1).encode()[:-2] + b"\xff}\n"),
+     "line 2: not UTF-8 text (byte 0xff at column"),
+    ("dataset latin-1", raw_dataset(json.dumps({"schema": "mlagents-demo-jsonl/1", "note": "caf\u00e9"})
+                                    .encode("latin-1") + b"\n"), "line 1: not UTF-8 text (byte 0xe9"),
+    ("dataset step text", offline(step(step="abc")), "line 1: step must be a non-negative integer, got 'abc'"),
+    ("dataset step negative", offline(step(step=-4)), "line 1: step must be a non-negative integer, got -4"),
+    ("dataset step float", offline(step(step=1.5)), "line 1: step must be a non-negative integer, got 1.5"),
+    ("dataset agent bool", offline(step(agent=True)), "line 1: agent must be a non-negative integer, got True"),
+    ("dataset huge integer", raw_dataset(step().replace('"reward": 0.0', '"reward": ' + "9" * 5000).encode() + b"\n"),
+     "line 1: not a usable JSON step (Exceeds the limit"),
+    ("dataset nested too deep", raw_dataset(b"[" * 200_000 + b"]" * 200_000 + b"\n"), "line 1: not a usable JSON step"),
+    ("dataset line too long", raw_dataset(b'{"episode": 0, "pad": "' + b"x" * (1 << 20) + b'"}\n'),
+     "line 1 is longer than 1048576 bytes (1 MiB), the limit for one step; a JSONL dataset has one JSON object per "
+     "line (data/demos/README.md)"),
+    ("dataset infinite reward", raw_dataset(step().replace('"reward": 0.0', '"reward": 1e999').encode() + b"\n"),
+     "line 1: reward contains an infinite value"),
+    # --- schedules that never fire -------------------------------------------------------------------
+    ("cron february 30", lambda tmp: cron.parse_expression("0 0 30 2 *"),
+     "cron '0 0 30 2 *' never fires: no minute matches it within 8 years (a day that does not exist in that month, "
+     "such as February 30th or April 31st?); fix the day-of-month and month fields, e.g. '0 0 28 2 *'"),
+    ("cron april 31", lambda tmp: cron.parse_expression("0 0 31 4 *"), "cron '0 0 31 4 *' never fires"),
+    ("cron november 31", lambda tmp: cron.parse_expression("15 3 31 11 *"), "cron '15 3 31 11 *' never fires"),
+    ("schedule file never fires", schedule_file("cron: '0 0 30 2 *'\nassets: [nav]\n"),
+     "schedules/bad.yaml): cron '0 0 30 2 *' never fires"),
+    ("schedule asset as a path", schedule_file("cron: '0 2 * * *'\nassets: ['../../x']\n"),
+     "schedule 'bad', asset '../../x': asset='../../x' is not allowed: a config-group choice must be the plain name"),
+    ("schedule seed out of range", schedule_file("cron: '0 2 * * *'\nassets: [nav]\nseed: 4294967296\n"),
+     "seed must be <= 2147483647, got 4294967296"),
+    ("schedule env_set override", schedule_file("cron: '0 2 * * *'\noverrides: ['+hydra.job.env_set.A=b']\n"),
+     f"hydra.job.env_set.A='b' is not allowed: env_set {ENV_REFUSED}"),
     # --- resume ----------------------------------------------------------------------------------
     ("resume word", plan("resume=yesterday"), "resume='yesterday' must be 'latest' or an MLflow run id"),
     ("resume short id", plan("resume=abc123"), "resume='abc123' must be"),
@@ -242,7 +434,7 @@ CASES: list[tuple[str, Callable[[Path], object], str]] = [
 
 
 def test_the_corpus_is_large_and_unique():
-    assert len(CASES) >= 60
+    assert len(CASES) >= 190
     assert len({name for name, _, _ in CASES}) == len(CASES)
 
 

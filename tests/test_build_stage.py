@@ -10,7 +10,8 @@ from pipeline.config.compose import compose_plan
 from pipeline.config.errors import ConfigError
 from pipeline.stages import build
 from pipeline.unity.editor import BuildFailed
-from tests.conftest import REPO, all_runs
+from tests.support.process import REPO
+from tests.support.store import all_runs
 from tests.test_unity_player import alive_with
 
 EDITOR = REPO / "tests" / "fake_unity_editor"

@@ -8,7 +8,8 @@ import yaml
 
 from pipeline.config.compose import compose_plan
 from pipeline.config.errors import ConfigError
-from tests.conftest import PYTHON, REPO, all_runs, child_env
+from tests.support.process import PYTHON, REPO, child_env
+from tests.support.store import all_runs
 
 
 def test_defaults_compose_to_the_nav_ppo_online_plan():

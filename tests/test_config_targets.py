@@ -16,7 +16,8 @@ from hydra.utils import get_class
 
 from pipeline.config.targets import ALLOWED, LAUNCHERS, SAMPLERS, SWEEP_CALLBACK, SWEEPERS
 from pipeline.config.command_line import check_command_line, compose_as_hydra
-from tests.conftest import PYTHON, REPO, all_runs, child_env
+from tests.support.process import PYTHON, REPO, child_env
+from tests.support.store import all_runs
 
 
 def test_the_allow_list_names_exact_classes():

@@ -12,9 +12,10 @@ import pytest
 from pipeline.config.compose import compose_plan
 from pipeline.config.errors import ConfigError
 from pipeline.offline import jsonl, recorder, unity_demo
-from pipeline.offline.dataset import load
+from pipeline.offline.loader import load
 from pipeline.sim import SIMULATIONS
-from tests.conftest import PYTHON, REPO, all_runs, child_env
+from tests.support.process import PYTHON, REPO, child_env
+from tests.support.store import all_runs
 
 NAV = SIMULATIONS["nav"]
 LAYOUT = recorder.layout_of_world(NAV, "nav-001")

@@ -5,7 +5,7 @@ import subprocess
 
 import numpy as np
 
-from tests.conftest import PYTHON, REPO, child_env
+from tests.support.process import PYTHON, REPO, child_env
 
 
 def test_protobuf_is_compiled_and_every_mlagents_message_module_is_rewritten_for_it():

@@ -10,7 +10,9 @@ import mlflow
 import pytest
 
 from mlops_unity_pipeline import RLTrainingConfig, TrainingJob, UnityAssetSpec, UnityMLOpsOrchestrator
-from tests.conftest import PYTHON, REPO, TINY, all_runs, child_env
+from tests.support.process import PYTHON, REPO, child_env
+from tests.support.store import all_runs
+from tests.support.training import TINY
 
 pytestmark = pytest.mark.slow
 GUIDE = REPO / "docs" / "unity_mlops_setup_guide.md"

@@ -10,7 +10,7 @@ from pipeline.config.compose import compose_plan
 from pipeline.evaluation.onnx_contract import check_policy
 from pipeline.offline import recorder, unity_demo
 from pipeline.sim import SIMULATIONS
-from tests.conftest import TINY
+from tests.support.training import TINY
 
 NAV = SIMULATIONS["nav"]
 

@@ -13,7 +13,8 @@ from pipeline.config.errors import ConfigError
 from pipeline.evaluation.onnx_contract import PolicyContractError, check_policy
 from pipeline.stages import evaluate
 from pipeline.stages.pipeline import run_pipeline
-from tests.conftest import use_store, PYTHON, REPO, all_runs, child_env
+from tests.support.process import PYTHON, REPO, child_env
+from tests.support.store import all_runs, use_store
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +25,7 @@ def finished(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("pipeline")
     mp = pytest.MonkeyPatch()
     use_store(tmp, mp)
-    from tests.conftest import TINY
+    from tests.support.training import TINY
 
     plan = compose_plan(TINY + [f"results_dir={tmp / 'results'}", "max_steps=4000"])
     result = run_pipeline(plan)

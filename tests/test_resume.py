@@ -13,7 +13,8 @@ import pytest
 from pipeline.config.compose import compose_plan
 from pipeline.config.errors import ConfigError
 from pipeline.evaluation.onnx_contract import check_policy
-from tests.conftest import PYTHON, REPO, all_runs, child_env
+from tests.support.process import PYTHON, REPO, child_env
+from tests.support.store import all_runs
 
 pytestmark = pytest.mark.slow
 

@@ -25,7 +25,8 @@ from pipeline.scheduling.cron import UTC, CronError, CronSchedule
 from pipeline.scheduling.runner import Runner, RunnerSettings
 from pipeline.scheduling.schedule import Schedule
 from pipeline.scheduling.settings import load_schedules
-from tests.conftest import PYTHON, REPO, child_env
+from tests.support.process import PYTHON, REPO, child_env
+from tests.support.scheduling import KillableRunner
 
 SECRET = "s3cret"
 
@@ -123,7 +124,7 @@ def events(db_path, kind=None) -> list[dict]:
 
 def runner(tmp_path, schedules, launcher, clock, url="http://127.0.0.1:9/unused", **kw) -> Runner:
     settings = RunnerSettings(state_path=tmp_path / "claims.db", webhook_url=url, webhook_secret=SECRET, **kw)
-    return Runner(schedules, launcher, settings, clock=clock, log=lambda m: None)
+    return KillableRunner(schedules, launcher, settings, clock=clock, log=lambda m: None)
 
 
 class Receiver:
@@ -367,8 +368,10 @@ def test_two_runners_on_one_database_never_double_fire(tmp_path):
 
 def test_overlap_policies(tmp_path):
     async def go(policy):
-        clock, launcher = Clock(datetime(2025, 1, 1, 0, 0, 10, tzinfo=UTC)), ScriptedLauncher()
+        clock, launcher = Clock(datetime(2024, 12, 31, 23, 59, 50, tzinfo=UTC)), ScriptedLauncher()
         r = runner(tmp_path / policy, [sched("hourly", "0 * * * *", overlap=policy)], launcher, clock)
+        await r.tick()  # up before the first fire (one due before the runner came up would be a misfire)
+        clock.set(datetime(2025, 1, 1, 0, 0, 10, tzinfo=UTC))
         await r.tick()
         await settle()
         clock.advance(hours=1)  # the first fire is still running

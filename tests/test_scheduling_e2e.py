@@ -15,7 +15,9 @@ import pytest
 from mlops_unity_pipeline import (RLTrainingConfig, TrainingSchedule, TrainingScheduler, UnityAssetSpec,
                                   UnityMLOpsOrchestrator)
 from pipeline.scheduling.cron import UTC
-from tests.conftest import PYTHON, REPO, TINY, all_runs, child_env
+from tests.support.process import PYTHON, REPO, child_env
+from tests.support.store import all_runs
+from tests.support.training import TINY
 from tests.test_scheduling import SECRET, Receiver
 
 GUIDE = REPO / "docs" / "unity_mlops_setup_guide.md"

@@ -5,7 +5,7 @@ import importlib.util
 
 import pytest
 
-from tests.conftest import REPO
+from tests.support.process import REPO
 
 pytestmark = pytest.mark.slow
 

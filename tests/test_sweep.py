@@ -10,7 +10,8 @@ import yaml
 
 from pipeline.sweeps.handoff import multirun_argv
 from pipeline.sweeps.jobs import config_key, expand_basic, is_sweep, job_params
-from tests.conftest import PYTHON, REPO, TINY, child_env
+from tests.support.process import PYTHON, REPO, child_env
+from tests.support.training import TINY
 
 TINY_NO_RESULTS = [o for o in TINY if not o.startswith("results_dir=")]
 

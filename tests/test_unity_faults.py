@@ -10,7 +10,7 @@ from mlagents_envs.exception import UnityEnvironmentException, UnityTimeOutExcep
 from pipeline.config.compose import compose_plan
 from pipeline.stages import train
 from pipeline.unity.environment import BehaviorMismatchError
-from tests.conftest import all_runs
+from tests.support.store import all_runs
 from tests.test_unity_player import alive_with, make_build
 
 

@@ -12,7 +12,8 @@ import pytest
 from pipeline.config.compose import compose_plan
 from pipeline.config.errors import ConfigError
 from pipeline.unity import ports
-from tests.conftest import PYTHON, REPO, TINY, child_env
+from tests.support.process import PYTHON, REPO, child_env
+from tests.support.training import TINY
 
 PLAYER = REPO / "scripts" / "simulated_player"
 

@@ -11,6 +11,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from pipeline.config import hydra_settings
 from pipeline.config.errors import ConfigError
 from pipeline.config.targets import check_config, check_overrides
 
@@ -41,10 +42,13 @@ def check_command_line(argv: Sequence[str]) -> None:
         raise ConfigError("--experimental-rerun is not accepted: it unpickles a saved config (which can run "
                           "any code) and skips the config checks; run again with the same overrides instead")
     check_overrides(args.overrides)
+    hydra_settings.check_overrides(args.overrides)  # environment, output locations, group choices
     cfg = compose_as_hydra(args)
     if cfg is not None:
-        check_config(OmegaConf.to_container(cfg, resolve=False))  # as written: names the key as typed
+        written = OmegaConf.to_container(cfg, resolve=False)
+        check_config(written)  # as written: names the key as typed
         check_config(_resolved(cfg))  # as Hydra will read it: `${oc.create:...}` can build a _target_
+        hydra_settings.check_config(written)  # config files, --config-dir and defaults lists included
 
 
 def _resolved(cfg: DictConfig) -> dict:

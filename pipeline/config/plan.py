@@ -16,11 +16,12 @@ import attr
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.config.errors import ConfigError
+from pipeline.config.ranges import check_ranges
+from pipeline.config.run_ids import check_resume_value
 from pipeline.config.targets import check_config
 from pipeline.registry.settings import check_registry_config
-from pipeline.training.resume import check_resume_value
-from pipeline.unity.player import player_path
 from pipeline.sim import SIMULATIONS, World
+from pipeline.unity.player import player_path
 
 ASSET_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MODES_AVAILABLE = ("online", "offline", "hybrid")  # offline/hybrid: pipeline/offline/
@@ -103,9 +104,11 @@ def build_plan(cfg: DictConfig | dict) -> RunPlan:
     if mode not in MODES_AVAILABLE:
         raise ConfigError(f"mode={mode} is not available yet; available modes: {', '.join(MODES_AVAILABLE)}")
 
-    _check_env(raw["env"], raw["evaluation"])
-    check_registry_config(raw["registry"])
+    check_registry_config(raw["registry"])  # its own messages first (why a negative margin is refused)
+    check_ranges(raw, skip=("algorithm",))  # every number, nan/inf included; algorithm's after its types
     check_resume_value(raw.get("resume"))
+    _check_store(raw["tracking"].get("tracking_uri"))
+    _check_results_dir(raw["results_dir"])
     behavior, simulation = _check_asset(raw["asset"], raw.get("env_path"))
     settings = _check_algorithm(raw["algorithm"], max_steps)
     # offline/hybrid: the dataset is read and checked against the asset now, before any run exists.
@@ -116,14 +119,49 @@ def build_plan(cfg: DictConfig | dict) -> RunPlan:
                    trainer_settings=settings, max_steps=max_steps, seed=seed)
 
 
-def _check_env(env: dict, evaluation: dict) -> None:
-    for key in ("num_envs", "num_areas", "timeout_wait"):
-        if env[key] < 1:
-            raise ConfigError(f"env.{key} must be >= 1, got {env[key]}")
-    if env["time_scale"] <= 0:
-        raise ConfigError(f"env.time_scale must be > 0, got {env['time_scale']}")
-    if evaluation["episodes"] < 1:
-        raise ConfigError(f"evaluation.episodes must be >= 1, got {evaluation['episodes']}")
+SQLITE_MAGIC = b"SQLite format 3\x00"
+MIN_FREE_BYTES = 64 << 20  # a checkpoint, an ONNX and TensorBoard events of a small run
+
+
+def _check_store(tracking_uri: Optional[str]) -> None:
+    """An embedded store that cannot work: a directory, or a file that is not an SQLite database."""
+    import os
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or tracking_uri
+    if not uri or not uri.startswith("sqlite:///"):
+        return
+    key = "MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI") else "tracking.tracking_uri"
+    path = Path(uri[len("sqlite:///"):].split("?", 1)[0])
+    if path.is_dir():
+        raise ConfigError(f"{key}={uri}: {path} is a directory; give a database file, e.g. sqlite:///{path}/mlflow.db")
+    if path.is_file() and path.stat().st_size > 0:
+        try:
+            with open(path, "rb") as f:
+                magic = f.read(len(SQLITE_MAGIC))
+        except OSError as exc:
+            raise ConfigError(f"{key}={uri}: cannot read {path} ({exc.strerror})") from None
+        if magic != SQLITE_MAGIC:
+            raise ConfigError(f"{key}={uri}: {path} is not an SQLite database; point it at an MLflow database "
+                              "or at a new file name (MLflow creates it)")
+
+
+def _check_results_dir(results_dir: str) -> None:
+    """A results location the training cannot write to is found now, before any stage runs or run exists."""
+    import os
+
+    path = Path(results_dir).expanduser().absolute()
+    existing = next((p for p in (path, *path.parents) if p.exists()), Path("/"))
+    if not existing.is_dir():
+        raise ConfigError(f"results_dir={results_dir}: {existing} is a file, not a directory; "
+                          "e.g. results_dir=results")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"results_dir={results_dir}: {existing} is not writable (read-only file system or no "
+                          "permission); choose a writable location, e.g. results_dir=/tmp/results")
+    stat = os.statvfs(existing)
+    if stat.f_bavail * stat.f_frsize < MIN_FREE_BYTES:
+        raise ConfigError(f"results_dir={results_dir}: {existing} has {stat.f_bavail * stat.f_frsize >> 20} MiB "
+                          f"free, less than the {MIN_FREE_BYTES >> 20} MiB a run needs; free space or choose "
+                          "another location")
 
 
 def _check_asset(asset: dict, env_path: Optional[str]) -> tuple[str, Optional[str]]:
@@ -164,10 +202,25 @@ def _check_asset(asset: dict, env_path: Optional[str]) -> tuple[str, Optional[st
             raise ConfigError(f"asset.observation_space.{sensor}={size} but simulation {name!r} gives "
                               f"{sensors[sensor]} values for it")
     action = asset["action_space"]
-    if action["type"] != "continuous" or action["size"] != spec.action_size:
-        raise ConfigError(f"asset.action_space {action} does not match simulation {name!r}: "
-                          f"continuous, size {spec.action_size}")
+    if not _same_actions(action, spec.action_space):
+        want = spec.action_space
+        detail = ", ".join(f"{k} {v}" for k, v in want.items() if k != "type")
+        raise ConfigError(f"asset.action_space {_shown(action)} does not match simulation {name!r}: "
+                          f"{want['type']}, {detail}")
     return spec.behavior_name, name
+
+
+def _shown(action: dict) -> dict:
+    """The action space as the user wrote it (unset branches/size left out)."""
+    return {k: v for k, v in action.items() if v not in (None, [])}
+
+
+def _same_actions(action: dict, want: dict) -> bool:
+    if action.get("type") != want["type"]:
+        return False
+    if want["type"] == "discrete":
+        return list(action.get("branches") or []) == want["branches"] and not action.get("size")
+    return action.get("size") == want["size"] and not action.get("branches")
 
 
 def _check_algorithm(algorithm: dict, max_steps: int) -> Any:
@@ -184,6 +237,8 @@ def _check_algorithm(algorithm: dict, max_steps: int) -> Any:
     # cattrs' own messages for a wrong type do not say where; check scalar types first, by key.
     _check_types(algorithm, TrainerSettings, "algorithm",
                  {"hyperparameters": all_trainer_settings[trainer_type], "network_settings": NetworkSettings})
+    # Ranges before ML-Agents structures it: keep_checkpoints=0 with even_checkpoints divides by zero there.
+    check_ranges({"algorithm": algorithm}, sections=("algorithm",))
     try:
         return TrainerSettings.structure({**algorithm, "max_steps": max_steps}, TrainerSettings)
     except (TrainerConfigError, TypeError, ValueError) as exc:
@@ -205,5 +260,6 @@ def _check_types(values: dict, cls: type, path: str, nested: dict[str, type]) ->
             continue
         expected = hints.get(key)
         ok = _SCALARS.get(expected)
-        if ok and value is not None and (not isinstance(value, ok) or (expected is not bool and isinstance(value, bool))):
+        wrong = not isinstance(value, ok) or (expected is not bool and isinstance(value, bool)) if ok else False
+        if value is not None and wrong:
             raise ConfigError(f"{path}.{key} must be {expected.__name__}, got {value!r}")

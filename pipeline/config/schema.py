@@ -21,8 +21,9 @@ from pipeline.unity.settings import BuildConfig
 
 @dataclass
 class ActionSpaceConfig:
-    type: str = "continuous"
-    size: int = 2
+    type: str = "continuous"  # continuous | discrete, as Unity's Behavior Parameters > Actions
+    size: Optional[int] = None  # continuous actions (type=continuous)
+    branches: List[int] = field(default_factory=list)  # discrete branch sizes (type=discrete), e.g. [5, 2]
 
 
 @dataclass

@@ -21,6 +21,7 @@ SWEEP_CALLBACK = "pipeline.sweeps.callbacks.MlflowSweepCallback"  # our only cla
 LAUNCHERS = frozenset({
     "hydra._internal.core_plugins.basic_launcher.BasicLauncher",  # hydra/launcher=basic (the default)
     "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher",  # conf/hydra/launcher/parallel.yaml
+    "hydra_plugins.mlops_ray_launcher.ray_launcher.RayLauncher",  # conf/hydra/launcher/ray.yaml
 })
 SWEEPERS = frozenset({
     "hydra._internal.core_plugins.basic_sweeper.BasicSweeper",  # hydra/sweeper=basic (the default)

@@ -15,6 +15,7 @@ from typing import Optional, Sequence
 from pipeline.config.errors import ConfigError
 from pipeline.offline import dataset as ds
 from pipeline.offline import jsonl, recorder, unity_demo
+from pipeline.offline.loader import dataset_format, load
 from pipeline.sim import SIMULATIONS
 
 
@@ -25,7 +26,7 @@ def _world(asset: str):
 
 
 def write(path: Path, data: ds.Dataset, header: Optional[dict] = None) -> Path:
-    fmt = ds.dataset_format(path, "output")
+    fmt = dataset_format(path, "output")
     if fmt == "jsonl":
         return jsonl.write(path, data, header)
     return unity_demo.write(path, data, name=path.stem)
@@ -33,7 +34,7 @@ def write(path: Path, data: ds.Dataset, header: Optional[dict] = None) -> Path:
 
 def cmd_record(args: argparse.Namespace) -> None:
     world = _world(args.asset)
-    ds.dataset_format(args.out, "--out")
+    dataset_format(args.out, "--out")
     if args.policy == "heuristic":
         policy = world.heuristic
     else:
@@ -63,14 +64,14 @@ def cmd_record(args: argparse.Namespace) -> None:
 
 def cmd_convert(args: argparse.Namespace) -> None:
     world = _world(args.asset)
-    data = ds.load(args.input, recorder.layout_of_world(world), key="input")
-    ds.dataset_format(args.output, "output")
+    data = load(args.input, recorder.layout_of_world(world), key="input")
+    dataset_format(args.output, "output")
     write(args.output, data, {"source": {"converted_from": str(data.path), "sha256": data.digest}})
     print(f"wrote {args.output}: {len(data):,} steps, {data.episodes} episodes (from {data.format} {data.path})")
 
 
 def cmd_inspect(args: argparse.Namespace) -> None:
-    data = ds.load(args.path, recorder.layout_of_world(_world(args.asset)), key="path")
+    data = load(args.path, recorder.layout_of_world(_world(args.asset)), key="path")
     print(json.dumps({"path": str(data.path), "format": data.format, "sha256": data.digest,
                       "has_rewards": data.has_rewards, **data.summary()}, indent=2))
 

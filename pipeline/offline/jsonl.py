@@ -7,19 +7,25 @@
 `reward` is what the agent received after taking `action`; `done` says the episode ended after it,
 `interrupted` that it ended by the step limit rather than the task. `final_obs` (optional, on done
 lines) is the observation after the last action, kept so `.demo` conversion is lossless.
+A discrete behaviour's `action` is the chosen index of every branch (`[2, 0]` for branches [5, 2]);
+agents of a MultiAgentGroup carry `group` (its id, 0 = none) and `group_reward` (the group's reward
+after the action), as Unity's AgentInfo does.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 import numpy as np
 
 from pipeline.offline.dataset import Dataset, DatasetError, Layout, check_finite
 
 SCHEMA = "mlagents-demo-jsonl/1"
-STEP_KEYS = {"episode", "agent", "step", "obs", "action", "reward", "done", "interrupted", "final_obs"}
+MAX_LINE_BYTES = 1 << 20  # one step per line: a longer line is not a demonstration step (stated in the README)
+STEP_KEYS = {"episode", "agent", "step", "obs", "action", "reward", "done", "interrupted", "final_obs", "group",
+             "group_reward"}
 
 
 def read(path: Path, layout: Layout) -> Dataset:
@@ -30,6 +36,8 @@ def read(path: Path, layout: Layout) -> Dataset:
     interrupted: list[bool] = []
     episode: list[int] = []
     agent: list[int] = []
+    group: list[int] = []
+    group_reward: list[float] = []
     final_obs: dict[int, list[np.ndarray]] = {}
     metadata: dict = {}
     has_reward: Optional[bool] = None
@@ -37,8 +45,8 @@ def read(path: Path, layout: Layout) -> Dataset:
     ended: dict[tuple[int, int], int] = {}  # (agent, episode) -> line it ended on
     next_auto: dict[int, int] = {}  # agent -> episode counter when lines carry no "episode"
 
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
+    with open_lines(path) as numbered:  # streamed, at most MAX_LINE_BYTES per line
+        for lineno, line in numbered:
             if not line.strip():
                 continue
             where = f"{path}: line {lineno}"
@@ -46,6 +54,8 @@ def read(path: Path, layout: Layout) -> Dataset:
                 rec = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise DatasetError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+            except (ValueError, RecursionError) as exc:  # an integer of 5000 digits, arrays nested 100000 deep
+                raise DatasetError(f"{where}: not a usable JSON step ({str(exc)[:120]})") from None
             if not isinstance(rec, dict):
                 raise DatasetError(f"{where}: expected a JSON object, got {type(rec).__name__}")
             if "schema" in rec:
@@ -58,8 +68,17 @@ def read(path: Path, layout: Layout) -> Dataset:
                 raise DatasetError(f"{where}: unknown key(s) {sorted(unknown)}; a step has {sorted(STEP_KEYS)}")
             for k, values in enumerate(_observations(rec.get("obs"), layout, where, "obs")):
                 obs[k].append(values)
-            actions.append(_numbers(rec.get("action"), layout.action_size, where, "action",
-                                    f"{layout.describe()} takes {layout.action_size} action values"))
+            if layout.discrete:
+                actions.append(_branch_indices(rec.get("action"), layout, where))
+            else:
+                actions.append(_numbers(rec.get("action"), layout.action_size, where, "action",
+                                        f"{layout.describe()} takes {layout.action_size} action values"))
+            group.append(_int(rec, "group", where, 0))
+            gr = rec.get("group_reward", 0.0)
+            if not isinstance(gr, (int, float)) or isinstance(gr, bool):
+                raise DatasetError(f"{where}: group_reward must be a number, got {gr!r}")
+            check_finite(np.array([gr], float), "group_reward", where)
+            group_reward.append(float(gr))
             if has_reward is None:
                 has_reward = "reward" in rec
             if ("reward" in rec) != has_reward:
@@ -74,6 +93,7 @@ def read(path: Path, layout: Layout) -> Dataset:
             d, intr = _flag(rec, "done", where), _flag(rec, "interrupted", where)
             if intr and not d:
                 raise DatasetError(f"{where}: interrupted is true but done is false; an interrupted episode is done")
+            _int(rec, "step", where, None)  # not used for training, but a wrong one means a wrong file
             a = _int(rec, "agent", where, 0)
             e = _int(rec, "episode", where, None)
             if e is None:
@@ -102,7 +122,35 @@ def read(path: Path, layout: Layout) -> Dataset:
         rewards=np.asarray(rewards, np.float32) if has_reward else None,
         done=np.asarray(done, bool), interrupted=np.asarray(interrupted, bool),
         episode=np.asarray(episode, np.int64), agent=np.asarray(agent, np.int64),
-        final_obs=final_obs, metadata=metadata)
+        final_obs=final_obs, metadata=metadata,
+        group=np.asarray(group, np.int64) if any(group) else None,
+        group_reward=np.asarray(group_reward, np.float32) if any(group) or any(group_reward) else None)
+
+
+@contextlib.contextmanager
+def open_lines(path: Path) -> Iterator[Iterator[tuple[int, str]]]:
+    """(line number, text) of a JSONL file, streamed: at most MAX_LINE_BYTES are read for any one line, so a
+    huge single-line file is refused after reading 1 MiB of it, not all of it; bytes must be UTF-8."""
+    with open(path, "rb") as f:
+        yield _numbered(f, path)
+
+
+def _numbered(f, path: Path) -> Iterator[tuple[int, str]]:
+    lineno = 0
+    while True:
+        raw = f.readline(MAX_LINE_BYTES + 1)
+        if not raw:
+            return
+        lineno += 1
+        if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+            raise DatasetError(f"{path}: line {lineno} is longer than {MAX_LINE_BYTES} bytes (1 MiB), the limit "
+                               "for one step; a JSONL dataset has one JSON object per line (data/demos/README.md)")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DatasetError(f"{path}: line {lineno}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at column "
+                               f"{exc.start + 1}); save the dataset as UTF-8 JSON lines") from None
+        yield lineno, (text.lstrip("\ufeff") if lineno == 1 else text)  # a byte-order mark is not JSON
 
 
 def _check_header(rec: dict, layout: Layout, where: str) -> dict:
@@ -139,6 +187,20 @@ def _numbers(value: Any, size: int, where: str, what: str, expected: str) -> lis
     return value
 
 
+def _branch_indices(value: Any, layout: Layout, where: str) -> list[int]:
+    branches = list(layout.branches)
+    if not isinstance(value, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in value):
+        raise DatasetError(f"{where}: action must be a list of branch indices (integers) for {layout.describe()}, "
+                           f"got {value!r:.60}")
+    if len(value) != len(branches):
+        raise DatasetError(f"{where}: action has {len(value)} values but {layout.describe()} takes one index per "
+                           f"branch ({len(branches)})")
+    for b, (x, size) in enumerate(zip(value, branches)):
+        if not 0 <= x < size:
+            raise DatasetError(f"{where}: action index {x} of branch {b} is outside 0..{size - 1} ({layout.describe()})")
+    return value
+
+
 def _flag(rec: dict, key: str, where: str) -> bool:
     v = rec.get(key, False)
     if not isinstance(v, bool):
@@ -154,8 +216,9 @@ def _int(rec: dict, key: str, where: str, default: Optional[int]) -> Optional[in
 
 
 def header(layout: Layout, **extra: Any) -> dict:
+    actions = {"action_branches": list(layout.branches)} if layout.discrete else {"action_size": layout.action_size}
     return {"schema": SCHEMA, "behavior_name": layout.behavior_name,
-            "observations": dict(layout.observations), "action_size": layout.action_size, **extra}
+            "observations": dict(layout.observations), **actions, **extra}
 
 
 def _round(a: np.ndarray) -> list[float]:
@@ -171,9 +234,14 @@ def write(path: Path, data: Dataset, extra_header: Optional[dict] = None) -> Pat
         for i in range(len(data)):
             rec: dict[str, Any] = {"episode": int(data.episode[i]), "agent": int(data.agent[i]), "step": steps[i],
                                    "obs": {n: _round(o[i]) for n, o in zip(names, data.obs)},
-                                   "action": _round(data.actions[i])}
+                                   "action": ([int(a) for a in data.actions[i]] if data.layout.discrete
+                                              else _round(data.actions[i]))}
             if data.rewards is not None:
                 rec["reward"] = float(f"{data.rewards[i]:.6g}")
+            if data.group is not None:
+                rec["group"] = int(data.group[i])
+            if data.group_reward is not None:
+                rec["group_reward"] = float(f"{data.group_reward[i]:.6g}")
             rec["done"] = bool(data.done[i])
             rec["interrupted"] = bool(data.interrupted[i])
             if i in data.final_obs:

@@ -59,6 +59,8 @@ CURVE_METRICS = (BC_LOSS, VAL_BC_LOSS, VALUE_LOSS, VAL_VALUE_LOSS)
 def behavior_spec(layout: Layout) -> BehaviorSpec:
     obs = [ObservationSpec(name=name, shape=(size,), dimension_property=(DimensionProperty.NONE,),
                            observation_type=ObservationType.DEFAULT) for name, size in layout.observations]
+    if layout.discrete:
+        return BehaviorSpec(obs, ActionSpec.create_discrete(layout.branches))
     return BehaviorSpec(obs, ActionSpec.create_continuous(layout.action_size))
 
 
@@ -198,9 +200,22 @@ def deterministic_action(actor, obs: list[torch.Tensor]) -> torch.Tensor:
     return actor.action_model.get_action_out(encoding, None)[3]
 
 
+def imitation_error(actor, obs: list[torch.Tensor], actions: torch.Tensor) -> torch.Tensor:
+    """Per row: squared error of the deterministic continuous action, or for discrete branches the
+    negative log-likelihood of the demonstrated indices (cross-entropy, what ML-Agents' BC module uses)."""
+    branches = actor.action_spec.discrete_branches
+    if not branches:
+        return ((deterministic_action(actor, obs) - actions) ** 2).mean(dim=1)
+    encoding, _ = actor.network_body(obs)
+    masks = torch.ones(len(actions), sum(branches))  # demonstrated actions were allowed when taken
+    dists = actor.action_model._get_dists(encoding, masks).discrete
+    picked = [d.all_log_prob().gather(1, actions[:, b:b + 1].long()) for b, d in enumerate(dists)]
+    return -torch.cat(picked, dim=1).sum(dim=1)
+
+
 def _update(actor, critic, mb: _Split, optim, awr: bool, mode: dict) -> dict[str, float]:
     out: dict[str, float] = {}
-    err = ((deterministic_action(actor, mb.obs) - mb.actions) ** 2).mean(dim=1)
+    err = imitation_error(actor, mb.obs, mb.actions)
     loss_value = None
     if critic is not None:
         values = critic.critic_pass(mb.obs)[0]["extrinsic"]
@@ -226,7 +241,7 @@ def _update(actor, critic, mb: _Split, optim, awr: bool, mode: dict) -> dict[str
 def _validate(actor, critic, va: _Split) -> dict[str, float]:
     if len(va) == 0:
         return {}
-    out = {VAL_BC_LOSS: float(((deterministic_action(actor, va.obs) - va.actions) ** 2).mean(dim=1).mean())}
+    out = {VAL_BC_LOSS: float(imitation_error(actor, va.obs, va.actions).mean())}
     if critic is not None and va.returns is not None:
         out[VAL_VALUE_LOSS] = float(((critic.critic_pass(va.obs)[0]["extrinsic"] - va.returns) ** 2).mean())
     return out

@@ -15,7 +15,8 @@ from pathlib import Path
 import mlflow
 
 from pipeline.config.plan import RunPlan
-from pipeline.offline.dataset import Dataset, layout_of_asset, load
+from pipeline.offline.dataset import Dataset, layout_of_asset
+from pipeline.offline.loader import load
 from pipeline.training.mlagents_trainer import TrainingOutcome
 
 

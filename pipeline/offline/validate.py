@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Optional
 
 from pipeline.config.errors import ConfigError
-from pipeline.offline.dataset import Dataset, layout_of_asset, load
+from pipeline.offline.dataset import Dataset, layout_of_asset
+from pipeline.offline.loader import load
 from pipeline.offline.settings import METHODS
 
 

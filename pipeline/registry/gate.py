@@ -1,16 +1,16 @@
 """The promotion gate: does the challenger beat the champion, judged with 95% intervals, on equal terms?
 
 Both policies must have been evaluated with the same protocol (episodes, seed, deterministic actions),
-so they faced the very same episodes. The challenger wins on a metric when the *lower* end of its 95%
-interval is above the champion's estimate plus the margin: a lucky run within noise does not replace a
-champion. When the main metric cannot separate them (equal or better estimate, but inside the noise),
-the tie-break metric is judged the same way: a policy that succeeds as often but earns more reward
-(e.g. reaches the goal sooner) still wins.
+so they faced the very same episodes. Whether the challenger is better is `pipeline.comparison`'s rule (the
+one the search uses too): the *lower* end of its 95% interval above the champion's estimate plus the margin,
+else the tie-break metric judged the same way; a lucky run within noise does not replace a champion.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Mapping, Optional
+
+from pipeline import comparison
 
 PROTOCOL_KEYS = ("episodes", "seed", "deterministic")
 
@@ -24,7 +24,7 @@ class Evaluation:
     run_id: Optional[str] = None
 
     def has(self, metric: str) -> bool:
-        return all(k in self.figures for k in (metric, f"{metric}_ci_low", f"{metric}_ci_high"))
+        return comparison.has(self.figures, metric)
 
     def describe(self, metric: str) -> str:
         f = self.figures
@@ -77,25 +77,24 @@ def judge(challenger: Optional[Evaluation], champion: Optional[Evaluation], cham
                        f"not comparable: evaluated with a different protocol than the champion ({champion_label}): "
                        f"{diffs}; evaluate both with the same evaluation.episodes/seed/deterministic")
 
+    won_on = comparison.better_on(challenger.figures, champion.figures, metric, margin, tiebreak, tiebreak_margin)
     figures = _figures(challenger, champion, metric)
-    better, text = _beats(challenger, champion, metric, margin)
-    if better:
+    text = _explain(challenger, champion, metric, margin)
+    if won_on == metric:
         return Verdict(True, "better", f"{text} -> promoted", figures)
-    if tiebreak and tiebreak != metric and challenger.has(tiebreak) and champion.has(tiebreak) \
-            and challenger.figures[metric] >= champion.figures[metric]:
+    if comparison.tiebreak_applies(challenger.figures, champion.figures, metric, tiebreak):
         figures.update(_figures(challenger, champion, tiebreak))
-        tie_better, tie_text = _beats(challenger, champion, tiebreak, tiebreak_margin)
-        if tie_better:
-            return Verdict(True, "tiebreak", f"{text}; tie-break: {tie_text} -> promoted", figures)
-        text += f"; tie-break: {tie_text}"
+        text += f"; tie-break: {_explain(challenger, champion, tiebreak, tiebreak_margin)}"
+        if won_on == tiebreak:
+            return Verdict(True, "tiebreak", f"{text} -> promoted", figures)
     return Verdict(False, "not-better", f"{text} -> {champion_label} stays champion", figures)
 
 
-def _beats(challenger: Evaluation, champion: Evaluation, metric: str, margin: float) -> tuple[bool, str]:
+def _explain(challenger: Evaluation, champion: Evaluation, metric: str, margin: float) -> str:
     low, theirs = challenger.figures[f"{metric}_ci_low"], champion.figures[metric]
-    better = low > theirs + margin
-    return better, (f"{metric} {challenger.describe(metric)} vs champion {champion.describe(metric)}: "
-                    f"lower bound {low:.3f} {'>' if better else '<='} {theirs:.3f} + margin {margin:g}")
+    better = comparison.beats(challenger.figures, champion.figures, metric, margin)
+    return (f"{metric} {challenger.describe(metric)} vs champion {champion.describe(metric)}: "
+            f"lower bound {low:.3f} {'>' if better else '<='} {theirs:.3f} + margin {margin:g}")
 
 
 def _figures(challenger: Evaluation, champion: Evaluation, metric: str) -> dict[str, float]:

@@ -29,7 +29,9 @@ def ensure_version(client: mlflow.MlflowClient, name: str, source: PolicySource)
     with contextlib.suppress(MlflowException):  # already there: fine
         client.create_registered_model(name, tags={"asset": source.asset_id, "behavior": source.behavior},
                                        description=f"ONNX policies of Unity behavior {source.behavior} "
-                                                   f"(asset {source.asset_id}), one version per training run.")
+                                                   f"(asset {source.asset_id}), one version per training run. "
+                                                   "Served (pyfunc, `mlflow models serve`) as the deterministic "
+                                                   "actions; each version's description names the output.")
     with contextlib.redirect_stdout(io.StringIO()):  # MLflow prints its own "Created version" banner
         version = mlflow.register_model(source.model_uri, name, tags=tags)
     return client.get_model_version(name, str(version.version)), True

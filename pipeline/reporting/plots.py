@@ -1,23 +1,34 @@
 """Pictures logged as run artifacts: learning curves, evaluation comparisons, trajectories."""
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")  # headless: CI and servers have no display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 
-def learning_curve(history: Mapping[str, Sequence[tuple[int, float]]], title: str, path: Path) -> Path:
-    """One panel per metric, x = ML-Agents step."""
+def learning_curve(history: Mapping[str, Sequence[tuple[int, float]]], title: str, path: Path) -> Path | None:
+    """One panel per metric, x = ML-Agents step. None when no metric has a point: nothing to draw.
+
+    A metric with a single summary (a run shorter than two summary periods) is drawn as that one point,
+    labelled, not as a line.
+    """
     keys = [k for k, v in history.items() if v]
-    fig, axes = plt.subplots(len(keys), 1, figsize=(7, 2.6 * max(len(keys), 1)), sharex=True, squeeze=False)
+    if not keys:
+        return None
+    fig, axes = plt.subplots(len(keys), 1, figsize=(7, 2.6 * len(keys)), sharex=True, squeeze=False)
     for ax, key in zip(axes[:, 0], keys):
         steps, values = zip(*sorted(history[key]))
-        ax.plot(steps, values, marker="o", ms=3)
+        if len(steps) == 1:
+            ax.plot(steps, values, "o", ms=6)
+            ax.annotate(f"one summary, at step {steps[0]:,}", (steps[0], values[0]), textcoords="offset points",
+                        xytext=(8, 4), fontsize=8)
+        else:
+            ax.plot(steps, values, marker="o", ms=3)
         ax.set_ylabel(key.split("/")[-1])
         ax.grid(alpha=0.3)
     axes[-1, 0].set_xlabel("step")
@@ -67,7 +78,8 @@ def trajectories(traces: Sequence[dict], title: str, path: Path) -> Path:
         ax.set_aspect("equal")
         ax.set_xticks([])
         ax.set_yticks([])
-        ax.set_title("success" if tr["success"] else "failure", fontsize=9, color="#2ca02c" if tr["success"] else "#d62728")
+        ax.set_title("success" if tr["success"] else "failure", fontsize=9,
+                     color="#2ca02c" if tr["success"] else "#d62728")
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

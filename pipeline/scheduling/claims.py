@@ -1,8 +1,11 @@
 """The scheduler's durable records: which fires were claimed, which jobs run, which runners are alive.
 
-One sqlite file, shared by every runner pointed at it. A fire is claimed by inserting its
-(schedule_id, scheduled_minute) row inside a `BEGIN IMMEDIATE` transaction, so across threads and
-processes exactly one claimer wins and the claim is on disk before anything is launched.
+One database, shared by every runner pointed at it: a sqlite file (the embedded default, one machine)
+or a PostgreSQL database (`postgresql://user@host/db`, runners on several machines). A fire is claimed by
+inserting its (schedule_id, scheduled_minute) row inside a transaction that holds the database's write
+lock (sqlite: `BEGIN IMMEDIATE`; PostgreSQL: a transaction-scoped advisory lock, and the insert is
+`ON CONFLICT DO NOTHING`), so across threads, processes and machines exactly one claimer wins and the
+claim is committed before anything is launched.
 
 A fire's jobs (one per asset) move pending -> started -> succeeded | failed | killed, or
 pending -> skipped; a schedule that resumes interrupted fires moves an interrupted job started -> pending
@@ -16,11 +19,16 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import socket
 import sqlite3
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any
+
+# A state given as one of these is a PostgreSQL database (psycopg 3), anything else a sqlite file path.
+DATABASE_URL_PREFIXES = ("postgresql://", "postgres://", "postgresql+psycopg://")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS fires (
@@ -82,6 +90,23 @@ CREATE INDEX IF NOT EXISTS outbox_due ON outbox (delivered_at, gave_up_at, next_
 TERMINAL = ("succeeded", "failed", "killed", "skipped")
 
 
+def is_database_url(state: str | os.PathLike) -> bool:
+    return isinstance(state, str) and state.startswith(DATABASE_URL_PREFIXES)
+
+
+def state_location(value: str | os.PathLike) -> str | Path:
+    """`--state` as given: a database URL stays a string (a Path would fold its `//`), anything else a Path."""
+    return value if is_database_url(value) else Path(value)
+
+
+def results_dir_for(state: str | os.PathLike, default: Path) -> Path:
+    """Where a runner keeps its jobs' result files: beside a sqlite state file, else `default` (on this machine)."""
+    if is_database_url(state):
+        return default
+    state = Path(state)
+    return state.parent / f"{state.stem}-results"
+
+
 @dataclass
 class JobRecord:
     schedule_id: str
@@ -89,15 +114,15 @@ class JobRecord:
     asset_id: str
     position: int
     state: str
-    owner: Optional[str]
-    pid: Optional[int]
-    pid_start: Optional[str]
-    started_at: Optional[float]
-    finished_at: Optional[float]
-    cancel_reason: Optional[str]
-    result: Optional[str]
+    owner: str | None
+    pid: int | None
+    pid_start: str | None
+    started_at: float | None
+    finished_at: float | None
+    cancel_reason: str | None
+    result: str | None
     attempt: int = 0
-    resume_run_id: Optional[str] = None
+    resume_run_id: str | None = None
     due_at: float = 0.0
     claimed_by: str = ""
 
@@ -116,15 +141,25 @@ class RunnerRecord:
     pid: int
     started_at: float
     heartbeat_at: float
-    stopped_at: Optional[float]
+    stopped_at: float | None
 
 
 class ClaimStore:
-    """All reads and writes of the scheduler's sqlite file. One instance per runner (per connection)."""
+    """All reads and writes of the scheduler's database. One instance per runner (per connection).
+
+    `path` is a sqlite file or a PostgreSQL URL (see `is_database_url`); `db.execute(sql, args)` takes the
+    same sqlite-flavoured SQL on both and returns rows readable by index, by name and as `dict(row)`."""
 
     def __init__(self, path: str | os.PathLike, synchronous: str = "FULL"):
         if synchronous not in ("FULL", "NORMAL"):
             raise ValueError(f"synchronous must be FULL or NORMAL, got {synchronous!r}")
+        if is_database_url(path):
+            self.path = path
+            self.db = PostgresConnection(path)  # durability is the server's (its fsync / synchronous_commit)
+            with self.transaction():  # under the lock: runners starting together on a new database
+                self.db.executescript(PG_SCHEMA)
+                self._migrate()
+            return
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, taking the write lock up front so
@@ -141,7 +176,10 @@ class ClaimStore:
 
     def _migrate(self) -> None:
         """Columns added since a state file was created (CREATE TABLE IF NOT EXISTS leaves old tables as they were)."""
-        have = {row[1] for row in self.db.execute("PRAGMA table_info(jobs)")}
+        if isinstance(self.db, PostgresConnection):
+            have = self.db.columns("jobs")
+        else:
+            have = {row[1] for row in self.db.execute("PRAGMA table_info(jobs)")}
         for column, decl in (("attempt", "INTEGER NOT NULL DEFAULT 0"), ("resume_run_id", "TEXT")):
             if column not in have:
                 self.db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {decl}")
@@ -150,7 +188,11 @@ class ClaimStore:
         self.db.close()
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[sqlite3.Connection | PostgresConnection]:
+        if isinstance(self.db, PostgresConnection):
+            with self.db.transaction() as db:
+                yield db
+            return
         self.db.execute("BEGIN IMMEDIATE")
         try:
             yield self.db
@@ -162,7 +204,7 @@ class ClaimStore:
 
     # -- fires ---------------------------------------------------------------------------------
     def claim_fire(self, schedule_id: str, minute: str, due_at: float, assets: list[str], runner_id: str,
-                   now: float, skipped_reason: Optional[str] = None) -> bool:
+                   now: float, skipped_reason: str | None = None) -> bool:
         """Record the fire; False if it was already claimed. Call inside `transaction()`."""
         cur = self.db.execute(
             "INSERT OR IGNORE INTO fires VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -176,7 +218,7 @@ class ClaimStore:
              for i, a in enumerate(assets)])
         return True
 
-    def fire(self, schedule_id: str, minute: str) -> Optional[sqlite3.Row]:
+    def fire(self, schedule_id: str, minute: str) -> sqlite3.Row | None:
         return self.db.execute("SELECT * FROM fires WHERE schedule_id=? AND scheduled_minute=?",
                                (schedule_id, minute)).fetchone()
 
@@ -185,7 +227,7 @@ class ClaimStore:
             "SELECT scheduled_minute FROM fires WHERE schedule_id=? AND state='active' ORDER BY due_at",
             (schedule_id,))]
 
-    def fires(self, schedule_id: Optional[str] = None) -> list[sqlite3.Row]:
+    def fires(self, schedule_id: str | None = None) -> list[sqlite3.Row]:
         sql, args = "SELECT * FROM fires", ()
         if schedule_id:
             sql, args = sql + " WHERE schedule_id=?", (schedule_id,)
@@ -204,7 +246,7 @@ class ClaimStore:
     _JOB_SELECT = ("SELECT j.*, f.due_at AS due_at, f.claimed_by AS claimed_by FROM jobs j "
                    "JOIN fires f USING (schedule_id, scheduled_minute)")
 
-    def jobs(self, where: str = "1", args: tuple = ()) -> list[JobRecord]:
+    def jobs(self, where: str = "TRUE", args: tuple = ()) -> list[JobRecord]:
         rows = self.db.execute(f"{self._JOB_SELECT} WHERE {where} ORDER BY f.due_at, j.schedule_id, j.position",
                                args).fetchall()
         return [JobRecord(**dict(r)) for r in rows]
@@ -221,11 +263,11 @@ class ClaimStore:
                               "scheduled_minute=? AND asset_id=? AND state='pending'", (runner_id, now, *key))
         return cur.rowcount == 1
 
-    def set_pid(self, key: tuple[str, str, str], pid: int, pid_start: Optional[str]) -> None:
+    def set_pid(self, key: tuple[str, str, str], pid: int, pid_start: str | None) -> None:
         self.db.execute("UPDATE jobs SET pid=?, pid_start=? WHERE schedule_id=? AND scheduled_minute=? "
                         "AND asset_id=?", (pid, pid_start, *key))
 
-    def finish_job(self, key: tuple[str, str, str], state: str, result: Optional[dict], now: float) -> bool:
+    def finish_job(self, key: tuple[str, str, str], state: str, result: dict | None, now: float) -> bool:
         """Record a job's end (call inside `transaction()`); True if this closed its whole fire."""
         assert state in TERMINAL, state
         self.db.execute("UPDATE jobs SET state=?, result=?, finished_at=? WHERE schedule_id=? AND "
@@ -249,13 +291,13 @@ class ClaimStore:
                         (reason, schedule_id, minute))
 
     # -- watermarks ----------------------------------------------------------------------------
-    def watermark(self, schedule_id: str) -> Optional[float]:
+    def watermark(self, schedule_id: str) -> float | None:
         row = self.db.execute("SELECT checked_through FROM watermarks WHERE schedule_id=?", (schedule_id,)).fetchone()
         return row[0] if row else None
 
     def set_watermark(self, schedule_id: str, t: float) -> None:
         self.db.execute("INSERT INTO watermarks VALUES (?, ?) ON CONFLICT(schedule_id) DO UPDATE SET "
-                        "checked_through=MAX(checked_through, excluded.checked_through)", (schedule_id, t))
+                        "checked_through=MAX(watermarks.checked_through, excluded.checked_through)", (schedule_id, t))
 
     # -- runners -------------------------------------------------------------------------------
     def register_runner(self, runner_id: str, now: float) -> None:
@@ -272,3 +314,130 @@ class ClaimStore:
     def runners(self, alive_only: bool = False) -> list[RunnerRecord]:
         sql = "SELECT * FROM runners" + (" WHERE stopped_at IS NULL" if alive_only else "")
         return [RunnerRecord(**dict(r)) for r in self.db.execute(sql)]
+
+
+# -- PostgreSQL ------------------------------------------------------------------------------------
+# The same tables; only the column types sqlite does not share change (REAL is 4 bytes in PostgreSQL).
+PG_SCHEMA = re.sub(r"\bBLOB\b", "BYTEA", re.sub(r"\bREAL\b", "DOUBLE PRECISION", SCHEMA))
+# Every write transaction of every runner on the database takes this lock first: claims are decided one
+# transaction at a time, as sqlite's BEGIN IMMEDIATE does (and schema creation never races).
+ADVISORY_LOCK = 0x6D6C6F70735F6331  # "mlops_c1"
+_SCALAR_MINMAX = {"MAX": "GREATEST", "MIN": "LEAST"}
+
+
+class Row:
+    """A result row as sqlite3.Row reads: row[0], row["name"], dict(row)."""
+
+    __slots__ = ("_names", "_values")
+
+    def __init__(self, names: tuple[str, ...], values: tuple):
+        self._names, self._values = names, values
+
+    def keys(self) -> list[str]:
+        return list(self._names)
+
+    def __getitem__(self, key):
+        return self._values[key if isinstance(key, int) else self._names.index(key)]
+
+    def __iter__(self):
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return f"Row({dict(zip(self._names, self._values))!r})"
+
+
+def _row_factory(cursor):
+    names = tuple(c.name for c in cursor.description or ())
+    return lambda values: Row(names, values)
+
+
+def to_postgres(sql: str) -> str:
+    """The sqlite-flavoured SQL of this package in PostgreSQL's dialect: `?` parameters, `INSERT OR IGNORE`,
+    and sqlite's two-argument scalar MAX()/MIN() (GREATEST/LEAST); aggregate MAX/MIN stay."""
+    sql = sql.replace("%", "%%").replace("?", "%s")
+    if re.match(r"\s*INSERT OR IGNORE INTO\b", sql, re.IGNORECASE):
+        sql = re.sub(r"INSERT OR IGNORE INTO", "INSERT INTO", sql, count=1, flags=re.IGNORECASE)
+        sql += " ON CONFLICT DO NOTHING"
+    out, i = [], 0
+    for m in re.finditer(r"\b(MAX|MIN)\(", sql, re.IGNORECASE):
+        depth, top_comma, j = 0, False, m.end()
+        while j < len(sql):
+            c = sql[j]
+            if c == "(":
+                depth += 1
+            elif c == ")":
+                if depth == 0:
+                    break
+                depth -= 1
+            elif c == "," and depth == 0:
+                top_comma = True
+            j += 1
+        if top_comma:
+            out += [sql[i:m.start()], _SCALAR_MINMAX[m.group(1).upper()], "("]
+            i = m.end()
+    return "".join(out) + sql[i:]
+
+
+class PostgresConnection:
+    """What ClaimStore and its callers use of a sqlite3 connection, on PostgreSQL (psycopg 3, autocommit
+    outside `transaction()`, like the sqlite connection's isolation_level=None)."""
+
+    def __init__(self, url: str):
+        self.url = url.replace("postgresql+psycopg://", "postgresql://", 1)
+        self.conn = self._connect()
+
+    def _connect(self):
+        import psycopg
+
+        from pipeline.config.errors import ConfigError
+        from pipeline.redaction import redact_uri
+
+        try:
+            # Keepalives: a runner idles for hours between fires; a dead peer is noticed, not waited on forever.
+            return psycopg.connect(self.url, autocommit=True, row_factory=_row_factory, connect_timeout=30,
+                                   keepalives=1, keepalives_idle=60, keepalives_interval=10, keepalives_count=5)
+        except psycopg.Error as exc:
+            reason = " ".join(str(exc).split())
+            raise ConfigError(redact_uri(f"state {self.url}: cannot open the claims database ({reason}); check "
+                                         "the host, port, database name and credentials in the URL")) from None
+
+    def _usable(self) -> None:
+        if self.conn.broken or self.conn.closed:
+            self.conn = self._connect()  # the server restarted or the network dropped since the last statement
+
+    def execute(self, sql: str, args: tuple | list = ()):
+        import psycopg
+
+        in_transaction = self.conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+        try:
+            return self.conn.execute(to_postgres(sql), tuple(args))
+        except psycopg.OperationalError:
+            if in_transaction or not self.conn.broken:
+                raise
+            self._usable()  # one retry on a fresh connection: a lone statement is its own transaction
+            return self.conn.execute(to_postgres(sql), tuple(args))
+
+    def executemany(self, sql: str, rows) -> None:
+        with self.conn.cursor() as cur:
+            cur.executemany(to_postgres(sql), [tuple(r) for r in rows])
+
+    def executescript(self, script: str) -> None:
+        self.conn.execute(script)  # no parameters: several statements in one go
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[PostgresConnection]:
+        self._usable()
+        with self.conn.transaction():
+            self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (ADVISORY_LOCK,))
+            yield self
+
+    def columns(self, table: str) -> set[str]:
+        return {r[0] for r in self.conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() "
+            "AND table_name = %s", (table,))}
+
+    def close(self) -> None:
+        self.conn.close()

@@ -9,9 +9,9 @@ A fire is identified by its *scheduled minute*: the local wall-clock minute the 
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Iterator, Optional
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
@@ -20,6 +20,7 @@ from croniter.croniter import CroniterError
 UTC = timezone.utc
 MINUTE = timedelta(minutes=1)
 MINUTE_FORMAT = "%Y-%m-%dT%H:%M"
+MAX_YEARS = 8  # a schedule must fire within this many years (February 29th does, in at most 8)
 ALIASES = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
 
 
@@ -47,6 +48,13 @@ def parse_expression(expression: str, field: str = "cron") -> str:
         croniter(text, datetime(2000, 1, 1))
     except (CroniterError, ValueError, KeyError) as exc:
         raise CronError(f"{field} {expression!r} is not a valid cron expression: {exc}") from None
+    # Valid but never due ('0 0 30 2 *': February 30th) would make croniter fail at every look-ahead.
+    try:
+        croniter(text, datetime.now(UTC).replace(tzinfo=None), max_years_between_matches=MAX_YEARS).get_next(datetime)
+    except (CroniterError, ValueError, KeyError):
+        raise CronError(f"{field} {expression!r} never fires: no minute matches it within {MAX_YEARS} years (a day "
+                        "that does not exist in that month, such as February 30th or April 31st?); fix the "
+                        "day-of-month and month fields, e.g. '0 0 28 2 *'") from None
     return text
 
 
@@ -85,7 +93,7 @@ class CronSchedule:
         return hi
 
     def _candidates(self, start_local: datetime) -> Iterator[tuple[datetime, datetime]]:
-        it = croniter(self.expression, start_local)
+        it = croniter(self.expression, start_local, max_years_between_matches=MAX_YEARS)
         while True:
             local = it.get_next(datetime)
             yield local, self._instant(local)
@@ -95,11 +103,10 @@ class CronSchedule:
         after = after.astimezone(UTC)
         # Start a few hours early in wall-clock time so minutes moved by a DST jump are not lost.
         start = after.astimezone(self.zone).replace(tzinfo=None, second=0, microsecond=0) - timedelta(hours=4)
-        pending: Optional[tuple[datetime, datetime]] = None
+        pending: tuple[datetime, datetime] | None = None
         for local, instant in self._candidates(start):
-            if pending is not None and instant != pending[1]:
-                if pending[1] > after:
-                    yield Fire(pending[0].strftime(MINUTE_FORMAT), pending[1])
+            if pending is not None and instant != pending[1] and pending[1] > after:
+                yield Fire(pending[0].strftime(MINUTE_FORMAT), pending[1])
             # Minutes that land on the same instant are one fire, named for the last (the real) minute.
             pending = (local, instant)
 

@@ -1,56 +1,58 @@
 """Launch one scheduled job as this project's `main` pipeline, and find out what became of one after a crash.
 
-The command is the guide orchestrator's own (`UnityMLOpsOrchestrator.command`: `python -m pipeline.cli
-main ...`), with the fire's identity added as MLflow tags through `run_tags`. Unlike
-`execute_training_job`, the child's pid is recorded and it is tied to the runner's life (PR_SET_PDEATHSIG),
-so a runner killed with SIGKILL does not leave untracked trainings behind: they get SIGTERM, save, and end
-their MLflow runs KILLED.
+A fire is the guide orchestrator's launch request for the job (`UnityMLOpsOrchestrator.request`, typed
+values, pipeline/launch/), with the fire's identity as MLflow tags. Run locally, the child's pid is
+recorded and it is tied to the runner's life (PR_SET_PDEATHSIG), so a runner killed with SIGKILL does not
+leave untracked trainings behind: they get SIGTERM, save, and end their MLflow runs KILLED. Sent to a Ray
+cluster (a schedule's `executor: {kind: ray}`), the fire's Ray submission id is derived from (schedule,
+minute, asset), so Ray itself refuses a second submission of the same fire.
 """
 from __future__ import annotations
 
 import asyncio
-import ctypes
+import hashlib
 import json
 import os
-import signal
-import sys
-from collections import deque
-from dataclasses import replace
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any
 
-from mlops_unity_pipeline.jobs import RLTrainingConfig, TrainingJob, TrainingJobResult, UnityMLOpsOrchestrator, _quote
+from mlops_unity_pipeline.jobs import TrainingJob, TrainingJobResult, UnityMLOpsOrchestrator
+from pipeline.launch.local import KILLED_CODES, LocalProcessExecutor
 from pipeline.redaction import redact_uri
 from pipeline.scheduling.claims import JobRecord
-from pipeline.tracking.store import REPO_ROOT
 
-KILLED_CODES = (-2, -15, 130, 143)
+__all__ = ["KILLED_CODES", "FireJob", "PipelineLauncher", "alive", "fire_job", "submission_id"]
+
+
+@dataclass
+class FireJob(TrainingJob):
+    """A schedule's template job for one fire: its runs carry the fire's identity as tags."""
+
+    tags: dict[str, str] = field(default_factory=dict)
+    resume_run_id: str | None = None  # the fire was interrupted: continue that training run
 
 
 def fire_job(template: TrainingJob, schedule_id: str, minute: str, time_zone: str,
-             resume_run_id: Optional[str] = None) -> TrainingJob:
+             resume_run_id: str | None = None) -> FireJob:
     """The template job of a schedule, for one fire: its runs carry schedule_id and scheduled_minute tags.
     resume_run_id: the fire was interrupted; continue that training run instead of starting afresh."""
-    tags = [f"+run_tags.schedule_id={_quote(schedule_id)}", f"+run_tags.scheduled_minute={_quote(minute)}",
-            f"+run_tags.schedule_time_zone={_quote(time_zone)}"]
-    if resume_run_id:
-        tags.append(f"resume={resume_run_id}")
-    rl: RLTrainingConfig = replace(template.rl_config, overrides=list(template.rl_config.overrides) + tags)
-    return TrainingJob(job_id=f"{schedule_id}-{minute.replace(':', '')}-{template.asset_spec.asset_id}",
-                       asset_spec=template.asset_spec, rl_config=rl)
+    return FireJob(job_id=f"{schedule_id}-{minute.replace(':', '')}-{template.asset_spec.asset_id}",
+                   asset_spec=template.asset_spec, rl_config=template.rl_config,
+                   tags={"schedule_id": schedule_id, "scheduled_minute": minute, "schedule_time_zone": time_zone},
+                   resume_run_id=resume_run_id)
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: own process group (a Ctrl-C aimed at the runner is the runner's to
-    handle) and SIGTERM when the runner dies, however it dies."""
-    os.setpgid(0, 0)
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
+def submission_id(schedule_id: str, minute: str, asset_id: str, attempt: int = 0) -> str:
+    """The Ray job id of one fire of one asset: the same fire always gets the same id (a resume a new one)."""
+    digest = hashlib.sha256(f"{schedule_id}\0{minute}\0{asset_id}\0{attempt}".encode()).hexdigest()[:12]
+    safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in f"{schedule_id}-{minute}-{asset_id}")
+    return f"fire-{safe}-{attempt}-{digest}"
 
 
-def process_start(pid: int) -> Optional[str]:
+def process_start(pid: int) -> str | None:
     """The kernel's start time of a pid: with the pid, identifies one process even if the pid is reused."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -59,7 +61,7 @@ def process_start(pid: int) -> Optional[str]:
     return stat.rsplit(")", 1)[1].split()[19]
 
 
-def alive(pid: Optional[int], start: Optional[str]) -> bool:
+def alive(pid: int | None, start: str | None) -> bool:
     if not pid:
         return False
     try:
@@ -73,57 +75,41 @@ def alive(pid: Optional[int], start: Optional[str]) -> bool:
 
 class PipelineLauncher:
     def __init__(self, orchestrator: UnityMLOpsOrchestrator, results_dir: Path,
-                 log: Callable[[str], None] = print):
+                 log: Callable[[str], None] = print, executors: dict[str, Any] | None = None):
         self.orchestrator = orchestrator
         self.results_dir = Path(results_dir)
         self.log = lambda message: log(redact_uri(message))  # as the runner's: no password reaches a journal
+        self.executors = dict(executors or {})  # schedule id -> executor; default: the orchestrator's
+
+    def executor_for(self, schedule_id: str) -> Any:
+        return self.executors.get(schedule_id) or self.orchestrator.executor
 
     def result_path(self, schedule_id: str, minute: str, asset_id: str) -> Path:
         return self.results_dir / schedule_id / minute.replace(":", "") / f"{asset_id}.json"
 
     async def run(self, job: TrainingJob, schedule_id: str, minute: str,
-                  on_spawn: Callable[[int, Optional[str]], None], cancel: asyncio.Event) -> TrainingJobResult:
-        result_json = self.result_path(schedule_id, minute, job.asset_spec.asset_id)
+                  on_spawn: Callable[[int, str | None], None], cancel: asyncio.Event) -> TrainingJobResult:
+        asset_id = job.asset_spec.asset_id
+        result_json = self.result_path(schedule_id, minute, asset_id)
         result_json.parent.mkdir(parents=True, exist_ok=True)
-        cmd = self.orchestrator.command(job, result_json)
-        env = {k: v for k, v in os.environ.items() if k != "MLFLOW_RUN_ID"}  # its own pipeline run
-        env["PYTHONUNBUFFERED"] = "1"
-        proc = await asyncio.create_subprocess_exec(*cmd, cwd=str(REPO_ROOT), env=env, stderr=asyncio.subprocess.PIPE,
-                                                    preexec_fn=_die_with_parent)
-        on_spawn(proc.pid, process_start(proc.pid))
-        tail: deque[str] = deque(maxlen=15)
-
-        async def pump() -> None:
-            assert proc.stderr is not None
-            async for raw in proc.stderr:
-                line = raw.decode(errors="replace")
-                tail.append(line.rstrip())
-                sys.stderr.write(line)
-
-        async def stop_on_cancel() -> None:
-            await cancel.wait()
-            if proc.returncode is None:
-                proc.terminate()  # SIGTERM: the trainer saves its checkpoint and the run ends KILLED
-
-        watcher = asyncio.create_task(stop_on_cancel())
-        try:
-            await pump()
-            code = await proc.wait()
-        except asyncio.CancelledError:
-            if proc.returncode is None:
-                proc.terminate()
-                await proc.wait()
-            raise
-        finally:
-            watcher.cancel()
-        if code == 0 and result_json.exists():
-            return UnityMLOpsOrchestrator._result(job, json.loads(result_json.read_text()))
-        errors = [line for line in tail if line.startswith("error:")]
-        last = [line for line in tail if line.strip()]
-        error = (errors[-1][len("error:"):].strip() if errors else last[-1].strip() if last else "") \
-            or f"exit code {code}"
+        tags = getattr(job, "tags", {})
+        resume = getattr(job, "resume_run_id", None)
+        request = self.orchestrator.request(job, tags=tags, resume=resume)
+        request.result_json = str(result_json)
+        executor = self.executor_for(schedule_id)
+        if isinstance(executor, LocalProcessExecutor):
+            outcome = await executor.run(request, on_spawn=lambda pid: on_spawn(pid, process_start(pid)),
+                                         cancel=cancel)
+        else:  # a cluster: the fire's id makes a second submission of it a refusal, not a second training
+            attempt = int(time.time()) if resume else 0  # a resume is a new submission of its own
+            outcome = await executor.run(request, cancel=cancel,
+                                         submission_id=submission_id(schedule_id, minute, asset_id, attempt))
+        if outcome.result is not None:
+            return UnityMLOpsOrchestrator._result(job, outcome.result)
+        error = outcome.error or f"exit code {outcome.exit_code}"
         # Stopped by our SIGTERM: KILLED whatever exit code the interrupted pipeline chose.
-        status = "KILLED" if code in KILLED_CODES or cancel.is_set() else "FAILED"
+        status = "KILLED" if outcome.exit_code in KILLED_CODES or cancel.is_set() or outcome.status == "KILLED" \
+            else "FAILED"
         result = self._from_mlflow(job, schedule_id, minute, status, error)
         if cancel.is_set() and result.status == "KILLED":
             result.error = f"cancelled: {error}"
@@ -132,9 +118,7 @@ class PipelineLauncher:
     def _runs(self, schedule_id: str, minute: str, asset_id: str):
         import mlflow
 
-        from pipeline.tracking import store
-
-        store.configure(self.orchestrator.tracking_uri)
+        self.orchestrator.use_store()
         exp = mlflow.get_experiment_by_name(self.orchestrator.experiment_name)
         if exp is None:
             return []
@@ -154,21 +138,26 @@ class PipelineLauncher:
                 result.run_id = run.info.run_id
             else:
                 result.run_ids[stage] = run.info.run_id
-            if close_running and run.info.status == "RUNNING":
-                mlflow.MlflowClient().set_terminated(run.info.run_id, "KILLED")
+            if run.info.status == "RUNNING":  # the job's process has ended: a RUNNING run of it is dead
+                from pipeline.tracking.reaper import close_run, why_dead
+                from pipeline.tracking.runs import INTERRUPTED
+
+                dead = why_dead(run)  # exact for runs of this host (pid, start time, boot id)
+                if dead or close_running:  # either reason reads as an interruption (resume.py), not an own error
+                    close_run(mlflow.MlflowClient(), run.info.run_id, status,
+                              f"{dead} ({error})" if dead else f"{INTERRUPTED}{error}")
         return result
 
-    def resume_point(self, record: JobRecord, result: TrainingJobResult) -> tuple[Optional[str], str]:
+    def resume_point(self, record: JobRecord, result: TrainingJobResult) -> tuple[str | None, str]:
         """The interrupted training run this job can continue, or None and why not."""
         import mlflow
 
-        from pipeline.tracking import store
         from pipeline.training.resume import why_not_continued
 
         train_run_id = result.run_ids.get("train")
         if not train_run_id:
             return None, "it had not started training"
-        store.configure(self.orchestrator.tracking_uri)
+        self.orchestrator.use_store()
         try:
             run = mlflow.MlflowClient().get_run(train_run_id)
         except mlflow.exceptions.MlflowException as exc:
@@ -176,9 +165,17 @@ class PipelineLauncher:
         why = why_not_continued(run)
         return (None, why) if why else (train_run_id, "")
 
-    def recover(self, record: JobRecord, job: TrainingJob, why: str) -> Optional[TrainingJobResult]:
-        """What became of a job whose runner died; None while its process still runs."""
-        if alive(record.pid, record.pid_start):
+    def recover(self, record: JobRecord, job: TrainingJob, why: str) -> TrainingJobResult | None:
+        """What became of a job whose runner died; None while its process (or Ray job) still runs."""
+        executor = self.executor_for(record.schedule_id)
+        if not isinstance(executor, LocalProcessExecutor):
+            sid = submission_id(record.schedule_id, record.scheduled_minute, record.asset_id)
+            if executor.state(sid) in ("PENDING", "RUNNING"):
+                return None
+            outcome = executor.outcome(sid)
+            if outcome is not None and outcome.result is not None:
+                return UnityMLOpsOrchestrator._result(job, outcome.result)
+        elif alive(record.pid, record.pid_start):
             return None
         path = self.result_path(record.schedule_id, record.scheduled_minute, record.asset_id)
         if path.exists():

@@ -85,13 +85,19 @@ def humanize(seconds: float) -> str:
     return (f"{d}d" if d else "") + (f"{h}h" if h or d else "") + f"{m}m{s:02d}s"
 
 
-def upcoming(schedules, now: datetime, count: int = 1) -> list[tuple[Schedule, Fire]]:
-    """The next `count` fires across enabled schedules, soonest first."""
+def upcoming(schedules, now: datetime, count: int = 1,
+             on_error: Optional[Callable[[Schedule, Exception], None]] = None) -> list[tuple[Schedule, Fire]]:
+    """The next `count` fires across enabled schedules, soonest first. A schedule whose fires cannot be
+    computed is left out (and handed to `on_error`): one bad schedule never hides the others."""
     out: list[tuple[Schedule, Fire]] = []
     for s in schedules:
         if s.enabled:
-            it = s.cron.fires_after(now)
-            out += [(s, next(it)) for _ in range(count)]
+            try:
+                it = s.cron.fires_after(now)
+                out += [(s, next(it)) for _ in range(count)]
+            except Exception as exc:  # noqa: BLE001 (croniter's failures have no common base)
+                if on_error is not None:
+                    on_error(s, exc)
     return sorted(out, key=lambda p: p[1].due_at)[:count]
 
 
@@ -116,9 +122,12 @@ class Runner:
         self._wake = asyncio.Event()  # a job ended: a queued job may start now rather than at the next tick
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._registered = False
-        self._crashed = False
         self._last_heartbeat = float("-inf")
         self._next_due: dict[str, float] = {}  # schedule -> when its next fire is due; nothing to claim before
+        # When this runner came up: a fire due before it is a misfire (its misfire policy decides), however
+        # recent; ON_TIME_SECONDS only excuses a runner that was up but ticked late. Lowered at the first
+        # tick if the clock says that is earlier (a clock set back between construction and start).
+        self.up_at = self.now()
 
     # -- setup ----------------------------------------------------------------------------------
     def add(self, schedule: Schedule) -> None:
@@ -130,7 +139,26 @@ class Runner:
         return self.clock().timestamp()
 
     def next_fires(self, count: int = 1) -> list[tuple[Schedule, Fire]]:
-        return upcoming(self.schedules.values(), self.clock(), count)
+        return upcoming(list(self.schedules.values()), self.clock(), count,
+                        on_error=lambda s, exc: self._disable(s, exc, self.now()))
+
+    def _disable(self, s: Schedule, exc: BaseException, now: float) -> None:
+        """A schedule that fails at run time is reported (log line, `schedule.failed` webhook) and disabled in
+        this runner; the other schedules keep running."""
+        if not s.enabled:
+            return
+        s.enabled = False
+        self._next_due.pop(s.schedule_id, None)
+        error = redact_uri(f"{type(exc).__name__}: {exc}")[:2000]
+        self.log(f"error: schedule {s.schedule_id} disabled: {error}; the other schedules keep running "
+                 "(fix it and restart the runner)")
+        try:
+            with self.store.transaction():
+                self._event("schedule.failed", {"schedule_id": s.schedule_id, "time_zone": s.cron.zone_name,
+                                                "cron": s.cron.expression, "error": error, "disabled": True}, now)
+        except Exception as report_exc:  # noqa: BLE001 (reporting must not take the runner down either)
+            self.log(f"warning: could not queue the schedule.failed event of {s.schedule_id}: {report_exc}")
+        self.delivery.wake.set()
 
     def print_next(self) -> None:
         nxt = self.next_fires(1)
@@ -162,15 +190,19 @@ class Runner:
             self._last_heartbeat = now
         self._recover(now)
         if not self.stopping.is_set():
-            for s in self.schedules.values():
+            for s in list(self.schedules.values()):
                 if s.enabled:
-                    self._claim_due(s, now)
+                    try:
+                        self._claim_due(s, now)
+                    except Exception as exc:  # noqa: BLE001 (one bad schedule never takes the runner down)
+                        self._disable(s, exc, now)
         self._apply_cancel_requests()
         if not self.stopping.is_set():
             self._start_pending(now)
         self.delivery.wake.set()
 
     def _register(self, now: float) -> None:
+        self.up_at = min(self.up_at, now)
         self.store.register_runner(self.runner_id, now)
         self._registered = True
         others = [r for r in self.store.runners(alive_only=True)
@@ -196,8 +228,9 @@ class Runner:
             if mark is None:  # first sight of this schedule: the minute just gone still counts as on time
                 mark = now - ON_TIME_SECONDS
             fires = s.cron.fires_between(datetime.fromtimestamp(mark, UTC), datetime.fromtimestamp(now, UTC))
-            on_time = [f for f in fires if now - f.due_at.timestamp() <= ON_TIME_SECONDS]
-            missed = [f for f in fires if now - f.due_at.timestamp() > ON_TIME_SECONDS]
+            on_time = [f for f in fires
+                       if f.due_at.timestamp() >= self.up_at and now - f.due_at.timestamp() <= ON_TIME_SECONDS]
+            missed = [f for f in fires if f not in on_time]
             run = on_time
             if missed and not on_time and s.misfire == "run_once" \
                     and now - missed[-1].due_at.timestamp() <= s.misfire_grace_seconds:
@@ -299,18 +332,13 @@ class Runner:
         try:
             result = await self.launcher.run(concrete, s.schedule_id, job.scheduled_minute,
                                              lambda pid, start: self._set_pid(job.key, pid, start), cancel)
-        except asyncio.CancelledError:
-            if self._crashed:
-                return  # simulated kill -9: nothing more gets written
-            raise
         except Exception as exc:  # a launch problem fails this job, never the runner
             result = TrainingJobResult(concrete.job_id, "FAILED", job.asset_id, error=f"launch failed: {exc}")
         finally:
             self.tasks.pop(job.key, None)
             self.cancels.pop(job.key, None)
-        if not self._crashed:
-            self._finish(s, job, result, why=None)
-            self._wake.set()
+        self._finish(s, job, result, why=None)
+        self._wake.set()
 
     def _set_pid(self, key, pid: int, start: Optional[str]) -> None:
         with self.store.transaction():
@@ -503,11 +531,3 @@ class Runner:
             await asyncio.wait(list(self.tasks.values()), timeout=self.settings.heartbeat_seconds)
             with self.store.transaction():  # still alive: nobody may take these jobs over
                 self.store.heartbeat(self.runner_id, self.now())
-
-    def crash(self) -> None:
-        """Testing aid: behave like kill -9 from here on (no more writes, tasks abandoned)."""
-        self._crashed = True
-        for task in self.tasks.values():
-            task.cancel()
-        self.tasks.clear()
-        self.store.close()

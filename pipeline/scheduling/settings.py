@@ -5,9 +5,9 @@ refused when the runner starts, not at 02:00 the next night.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Sequence
 
 import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -37,20 +37,28 @@ class ResumeConfig:
 
 
 @dataclass
+class ExecutorConfig:
+    kind: str = "local"  # local: a child process of the runner | ray: a Ray job on a cluster
+    address: str | None = None  # ray: the cluster's Jobs API (http://<head>:8265); null: $RAY_ADDRESS
+    num_cpus: float | None = None  # ray: CPUs per job; null: one per environment worker (env.num_envs)
+
+
+@dataclass
 class ScheduleConfig:
-    schedule_id: Optional[str] = None  # default: the file name
+    schedule_id: str | None = None  # default: the file name
     cron: str = MISSING  # five fields, e.g. "0 2 * * *"
     time_zone: str = "UTC"  # IANA name; cron fields are wall-clock time there
     enabled: bool = True
-    assets: List[str] = field(default_factory=lambda: ["nav"])  # conf/asset groups, one run each
+    assets: list[str] = field(default_factory=lambda: ["nav"])  # conf/asset groups, one run each
     algorithm: str = "ppo"  # conf/algorithm group
     mode: str = "online"  # conf/mode group
-    max_steps: Optional[int] = None  # null: the algorithm's own
+    max_steps: int | None = None  # null: the algorithm's own
     seed: int = 0
-    overrides: List[str] = field(default_factory=list)  # further pipeline Hydra overrides
+    overrides: list[str] = field(default_factory=list)  # further pipeline Hydra overrides
     overlap: str = "forbid"  # allow | forbid | replace
     misfire: MisfireConfig = field(default_factory=MisfireConfig)
     resume: ResumeConfig = field(default_factory=ResumeConfig)
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)  # where fires run (README: Beyond one machine)
 
 
 def schedule_names(directory: Path = SCHEDULE_DIR) -> list[str]:
@@ -95,26 +103,41 @@ def job_for(cfg: ScheduleConfig, asset: str) -> TrainingJob:
     return TrainingJob(job_id=f"{cfg.schedule_id}-{plan.asset_id}", asset_spec=spec, rl_config=rl)
 
 
-def build_schedule(cfg: ScheduleConfig) -> Schedule:
+def build_schedule(cfg: ScheduleConfig, where: Path | None = None) -> Schedule:
+    """where: the file the schedule came from, named in its errors."""
+    source = f" ({where})" if where else ""
     try:
         cron = CronSchedule(cfg.cron, cfg.time_zone)
     except CronError as exc:
-        raise ConfigError(f"schedule {cfg.schedule_id!r}: {exc}") from None
+        raise ConfigError(f"schedule {cfg.schedule_id!r}{source}: {exc}") from None
     try:
         return Schedule(schedule_id=cfg.schedule_id, cron=cron, jobs=[job_for(cfg, a) for a in cfg.assets],
                         overlap=cfg.overlap, misfire=cfg.misfire.policy,
                         misfire_grace_seconds=cfg.misfire.grace_seconds, enabled=cfg.enabled,
                         resume_interrupted=cfg.resume.interrupted, max_resumes=cfg.resume.max_attempts,
-                        extra={"algorithm": cfg.algorithm, "mode": cfg.mode})
+                        extra={"algorithm": cfg.algorithm, "mode": cfg.mode, **_executor(cfg)})
     except ScheduleError as exc:
         raise ConfigError(str(exc)) from None
+
+
+def _executor(cfg: ScheduleConfig) -> dict:
+    """A schedule's executor as `extra["executor"]` (pipeline/launch/), checked at load."""
+    kind = cfg.executor.kind
+    if kind == "local":
+        return {}
+    if kind != "ray":
+        raise ConfigError(f"schedule {cfg.schedule_id!r}: executor.kind {kind!r} is not an executor; "
+                          "choose local or ray")
+    from pipeline.launch.ray_jobs import RayJobExecutor
+
+    return {"executor": RayJobExecutor(address=cfg.executor.address, num_cpus=cfg.executor.num_cpus)}
 
 
 def load_schedules(names: Sequence[str] = (), overrides: Sequence[str] = (),
                    directory: Path = SCHEDULE_DIR) -> list[Schedule]:
     """The named schedules (default: every file), validated; overrides apply to each of them."""
     chosen = list(names) or schedule_names(directory)
-    schedules = [build_schedule(load_config(n, overrides, directory)) for n in chosen]
+    schedules = [build_schedule(load_config(n, overrides, directory), Path(directory) / f"{n}.yaml") for n in chosen]
     ids = [s.schedule_id for s in schedules]
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:

@@ -2,7 +2,7 @@
 then delivered in the background with timeouts and exponential backoff.
 
 Headers on every POST (HMAC-SHA256 over "<timestamp>.<body>" with the shared secret):
-    X-Mlops-Event: fire.started | fire.succeeded | fire.failed | fire.skipped | fire.interrupted
+    X-Mlops-Event: fire.started | fire.succeeded | fire.failed | fire.skipped | fire.interrupted | schedule.failed
     X-Mlops-Delivery: <uuid>          the same on every retry of one event: de-duplicate on it
     X-Mlops-Timestamp: <unix seconds> when this attempt was signed: reject old ones to stop replays
     X-Mlops-Signature: sha256=<hex>   only when a secret is configured
@@ -28,7 +28,8 @@ from typing import Any, Callable, Mapping, Optional
 from pipeline.redaction import is_credential_name, redact_uri
 from pipeline.scheduling.claims import ClaimStore
 
-EVENTS = ("fire.started", "fire.succeeded", "fire.failed", "fire.skipped", "fire.interrupted")
+EVENTS = ("fire.started", "fire.succeeded", "fire.failed", "fire.skipped", "fire.interrupted",
+          "schedule.failed")  # a schedule that failed at run time and was disabled (runner.py)
 SIGNATURE_HEADER = "X-Mlops-Signature"
 TIMESTAMP_HEADER = "X-Mlops-Timestamp"
 DELIVERY_HEADER = "X-Mlops-Delivery"

@@ -30,8 +30,10 @@ def raycast(pos: np.ndarray, centers: np.ndarray, radii: np.ndarray) -> np.ndarr
     p = pos[:, None, :]  # (n, 1, 2)
     # Walls: distance along each ray to x=+-1 and y=+-1.
     with np.errstate(divide="ignore", invalid="ignore"):
-        tx = np.where(d[..., 0] > 1e-9, (1 - p[..., 0]) / d[..., 0], np.where(d[..., 0] < -1e-9, (-1 - p[..., 0]) / d[..., 0], np.inf))
-        ty = np.where(d[..., 1] > 1e-9, (1 - p[..., 1]) / d[..., 1], np.where(d[..., 1] < -1e-9, (-1 - p[..., 1]) / d[..., 1], np.inf))
+        tx = np.where(d[..., 0] > 1e-9, (1 - p[..., 0]) / d[..., 0],
+                      np.where(d[..., 0] < -1e-9, (-1 - p[..., 0]) / d[..., 0], np.inf))
+        ty = np.where(d[..., 1] > 1e-9, (1 - p[..., 1]) / d[..., 1],
+                      np.where(d[..., 1] < -1e-9, (-1 - p[..., 1]) / d[..., 1], np.inf))
     t = np.minimum(tx, ty)  # (n, 8)
     if centers.shape[1]:
         oc = p[:, :, None, :] - centers[:, None, :, :]  # (n, 1, k, 2)

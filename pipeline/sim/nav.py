@@ -44,7 +44,8 @@ class NavWorld(World):
         centers = np.zeros((m, N_OBSTACLES, 2))
         centers[:, 0] = (start + target) / 2 + rng.normal(0, 0.05, size=(m, 2))
         for k in range(1, N_OBSTACLES):
-            placed = arena.sample_free_points(rng, m, centers[:, :k], np.full((m, k), 2 * OBSTACLE_RADIUS), clearance=0.0)
+            placed = arena.sample_free_points(rng, m, centers[:, :k], np.full((m, k), 2 * OBSTACLE_RADIUS),
+                                              clearance=0.0)
             centers[:, k] = placed
         # Keep start and target clear of every obstacle by nudging obstacles away from them.
         for point in (start, target):

@@ -41,7 +41,8 @@ class PatrolWorld(World):
         m, rng = len(idx), self.rng
         centers = np.zeros((m, N_OBSTACLES, 2))
         for k in range(N_OBSTACLES):
-            centers[:, k] = arena.sample_free_points(rng, m, centers[:, :k], np.full((m, k), 2 * OBSTACLE_RADIUS), clearance=0.0, margin=0.3)
+            centers[:, k] = arena.sample_free_points(rng, m, centers[:, :k], np.full((m, k), 2 * OBSTACLE_RADIUS),
+                                                     clearance=0.0, margin=0.3)
         radii = np.full((m, N_OBSTACLES), OBSTACLE_RADIUS)
         pos = arena.sample_free_points(rng, m, centers, radii, clearance=0.15)
         wps = np.zeros((m, N_WAYPOINTS, 2))
@@ -68,7 +69,8 @@ class PatrolWorld(World):
         after = np.linalg.norm(self._current() - self.pos, axis=1)
         reached = after < WAYPOINT_RADIUS
         # Brushing past an obstacle costs a little, so avoidance is learnt before the first crash.
-        clearance = np.min(np.linalg.norm(self.pos[:, None] - self.centers, axis=-1) - self.radii, axis=1) - arena.AGENT_RADIUS
+        gaps = np.linalg.norm(self.pos[:, None] - self.centers, axis=-1) - self.radii
+        clearance = np.min(gaps, axis=1) - arena.AGENT_RADIUS
         near = np.clip(1.0 - clearance / NEAR_DISTANCE, 0.0, 1.0)
         reward = 1.0 * (before - after) - 0.002 + 0.5 * reached - 1.0 * collided - 0.05 * near
         self.next = self.next + reached

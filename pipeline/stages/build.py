@@ -83,7 +83,7 @@ def _simulation(plan: RunPlan) -> BuildResult:
     fingerprint = hashlib.sha256(source.encode()).hexdigest()
     spec = world.spec
     description = (f"built-in simulation '{plan.simulation}' ({world.__name__}): behavior {spec.behavior_name}, "
-                   f"sensors {spec.observation_space}, {spec.action_size} continuous actions, "
+                   f"sensors {spec.observation_space}, {spec.describe_actions()}, "
                    f"{plan.cfg['env']['num_envs']} workers x {plan.cfg['env']['num_areas']} areas "
                    "(no Unity build configured: set env_path to train on a player, or build.unity_project "
                    "and build.editor_path to build one)")

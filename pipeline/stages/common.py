@@ -1,6 +1,12 @@
 """What every stage shares: the tags that identify a run and the experiment it goes to."""
 from __future__ import annotations
 
+import contextlib
+import os
+
+import mlflow
+from mlflow.exceptions import MlflowException
+
 from pipeline.config.plan import RunPlan
 from pipeline.tracking import store
 from pipeline.unity.player import player_path
@@ -14,5 +20,14 @@ def plan_tags(plan: RunPlan) -> dict[str, str]:
 
 
 def experiment_for(plan: RunPlan) -> str:
+    """The experiment of this pipeline's runs: the active run's, or that of the run `mlflow run` made for this
+    process (MLFLOW_RUN_ID, in whichever experiment `mlflow run` chose), else tracking.experiment_name.
+    So parent and stage runs are in one experiment whatever MLFLOW_EXPERIMENT_NAME says."""
     store.configure(plan.cfg["tracking"]["tracking_uri"])
+    active = mlflow.active_run()
+    if active is not None:
+        return active.info.experiment_id
+    if os.environ.get("MLFLOW_RUN_ID"):
+        with contextlib.suppress(MlflowException):
+            return mlflow.MlflowClient().get_run(os.environ["MLFLOW_RUN_ID"]).info.experiment_id
     return store.experiment_id(plan.cfg["tracking"]["experiment_name"])

@@ -59,7 +59,8 @@ def evaluate(plan: RunPlan, policy: str) -> EvaluateResult:
     with tempfile.TemporaryDirectory() as tmp:
         # Fetch and check before the run starts: a bad policy leaves no empty evaluation run behind.
         onnx_path, source_run = resolve_policy(policy, plan, Path(tmp))
-        contract = check_policy(onnx_path, tuple(size for _, size in world.spec.observations), world.spec.action_size)
+        contract = check_policy(onnx_path, tuple(size for _, size in world.spec.observations), world.spec.action_size,
+                                world.spec.action_branches)
         tags = {**plan_tags(plan), "eval.policy": policy, "eval.deterministic": str(ev["deterministic"]).lower()}
         if source_run:
             tags["pipeline.train_run_id"] = source_run
@@ -68,7 +69,7 @@ def evaluate(plan: RunPlan, policy: str) -> EvaluateResult:
             results = {"policy": rollout.run_episodes(world, rollout.onnx_policy(onnx_path, ev["deterministic"]),
                                                       ev["episodes"], ev["seed"], trace=4)}
             if ev["baselines"]:
-                results["random"] = rollout.run_episodes(world, rollout.random_policy(world.spec.action_size, ev["seed"]),
+                results["random"] = rollout.run_episodes(world, rollout.random_policy_for(world, ev["seed"]),
                                                          ev["episodes"], ev["seed"])
                 results["heuristic"] = rollout.run_episodes(world, world.heuristic, ev["episodes"], ev["seed"])
             metrics = results["policy"].metrics("eval")

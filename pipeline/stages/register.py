@@ -18,7 +18,7 @@ from typing import Optional
 import mlflow
 
 from pipeline.config.plan import RunPlan
-from pipeline.registry import lineage, mlflow_registry, vertex_mirror, vertex_target
+from pipeline.registry import lineage, mlflow_registry, policy_model, vertex_mirror, vertex_target
 from pipeline.registry.gate import Evaluation, Verdict, judge
 from pipeline.registry.settings import RegistryConfig, registry_config
 from pipeline.stages.common import experiment_for, plan_tags
@@ -70,7 +70,8 @@ def register(plan: RunPlan, train_run_id: str, eval_metrics: Optional[dict] = No
                 mlflow_registry.set_tags(client, name, v, {
                     "promotion.decision": decision[:5000], "promotion.gate": verdict.kind,
                     "promotion.register_run_id": run.info.run_id, "promotion.forced": str(forced).lower()})
-                client.update_model_version(name, v, description=f"From training run {train_run_id}. {decision}"[:5000])
+                client.update_model_version(name, v, description=f"From training run {train_run_id}. {decision} "
+                                                                 f"{policy_model.served_as(source.model_dir)}"[:5000])
             aliases = sorted(client.get_model_version(name, v).aliases)
             runs.set_tags({"registry.model": name, "registry.version": v, "registry.decision": decision[:5000],
                            "registry.gate": verdict.kind, "registry.promoted": str(promoted).lower(),

@@ -4,21 +4,20 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 import mlflow
-import onnx
 import yaml
 
 from pipeline.config.errors import ConfigError
 from pipeline.config.plan import RunPlan
+from pipeline.paths import REPO_ROOT
 from pipeline.redaction import redact_uri
+from pipeline.registry import policy_model
 from pipeline.reporting import plots
 from pipeline.stages.common import experiment_for, plan_tags
 from pipeline.tracking import runs
 from pipeline.tracking.runs import StageInterrupted, stage_run
 from pipeline.tracking.stats_writer import MLflowStatsWriter, ProgressWriter
-from pipeline.tracking.store import REPO_ROOT
 from pipeline.training import resume
 
 CURVE_METRICS = ("Environment/Cumulative Reward", "Environment/Success Rate", "Environment/Episode Length",
@@ -37,18 +36,20 @@ class TrainResult:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
-def resume_point(plan: RunPlan) -> Optional[tuple[str, Path]]:
+def resume_point(plan: RunPlan) -> tuple[str, Path] | None:
     """The interrupted training `resume=` names (its run id and results directory), or None without `resume`.
     Decided before any run is touched: a bad resume changes nothing."""
     if not plan.cfg.get("resume"):
         return None
     if plan.mode != "online":
         raise ConfigError(f"resume: only online training resumes; mode={plan.mode} restarts from its dataset")
-    return resume.resumable_run(plan.cfg["resume"], plan.asset_id, experiment_for(plan))
+    root = Path(plan.cfg["results_dir"])  # this machine's: a checkpoint uploaded by another lands here
+    return resume.resumable_run(plan.cfg["resume"], plan.asset_id, experiment_for(plan),
+                                results_root=root if root.is_absolute() else REPO_ROOT / root)
 
 
-def train(plan: RunPlan, build_run_id: Optional[str] = None,
-          resume_from: Optional[tuple[str, Path]] = None) -> TrainResult:
+def train(plan: RunPlan, build_run_id: str | None = None,
+          resume_from: tuple[str, Path] | None = None) -> TrainResult:
     """resume_from: `resume_point(plan)` when the caller has resolved it already (the `main` pipeline)."""
     from pipeline.training import mlagents_trainer  # heavy (torch): only when training
 
@@ -80,7 +81,9 @@ def train(plan: RunPlan, build_run_id: Optional[str] = None,
                        ProgressWriter(plan.max_steps)]
             try:
                 with resume.training_lock(results_root / run_id):
-                    outcome = mlagents_trainer.train(plan, results_root, run_id, writers, resume=bool(resume_id))
+                    # Each checkpoint also goes to the run's artifacts: any machine can resume it.
+                    outcome = mlagents_trainer.train(plan, results_root, run_id, writers, resume=bool(resume_id),
+                                                     on_checkpoint=resume.CheckpointUploader(run_id))
             except BaseException:
                 from pipeline.unity.player_logs import attach_player_logs
 
@@ -112,10 +115,9 @@ def _log_outputs(plan: RunPlan, run_id: str, outcome) -> None:
     if not outcome.onnx_path.exists():
         raise RuntimeError(f"ML-Agents did not export {outcome.onnx_path}; see {run_logs}")
     mlflow.log_artifact(str(outcome.onnx_path), UNITY_POLICY_DIR)
-    # Requirements given, not inferred: inference loads the model in a subprocess to watch its imports
-    # (~5 s per run) and for an ONNX graph always finds the same two packages.
-    mlflow.onnx.log_model(onnx.load(str(outcome.onnx_path)), name=MODEL_NAME,
-                          pip_requirements=mlflow.onnx.get_default_pip_requirements())
+    # The mlflow.onnx model, with a signature from the asset's sensors, served as the deterministic actions.
+    policy_model.log_policy_model(outcome.onnx_path, plan.behavior_name, plan.cfg["asset"]["observation_space"],
+                                  MODEL_NAME)
 
     client = mlflow.MlflowClient()
     keys = CURVE_METRICS
@@ -125,4 +127,9 @@ def _log_outputs(plan: RunPlan, run_id: str, outcome) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         png = plots.learning_curve(history, f"{plan.behavior_name} · {plan.algorithm} · seed {plan.seed}",
                                    Path(tmp) / "learning_curve.png")
-        mlflow.log_artifact(str(png))
+        if png is None:
+            note = f"no learning curve: none of {', '.join(keys)} was logged in {outcome.steps:,} steps"
+            runs.set_tags({"pipeline.note": note})
+            print(f"train: {note}", flush=True)
+        else:
+            mlflow.log_artifact(str(png))

@@ -31,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline.redaction import redact_uri
 from pipeline.sweeps import jobs
 from pipeline.tracking import runs, store
+from pipeline.tracking.reaper import process_tags  # which process owns the sweep's parent run (reap)
 
 PARENT_ENV = "PIPELINE_SWEEP_RUN_ID"  # set in the sweep process, inherited by launcher workers
 KEYS_ENV = "PIPELINE_SWEEP_KEYS"  # the keys the sweep varies: they name a job and group its seeds
@@ -57,6 +58,8 @@ def _is_search(config: DictConfig) -> bool:
 
 def _n_jobs(config: DictConfig) -> int:
     launcher = config.hydra.launcher
+    if "ray_launcher" in str(launcher.get("_target_", "")).lower():
+        return 2  # a cluster: jobs at the same time, as many as it has room for
     if "joblib" not in str(launcher.get("_target_", "")).lower():
         return 1
     n = launcher.get("n_jobs", -1)
@@ -99,7 +102,7 @@ class MlflowSweepCallback(Callback):
                 "sweep.dir": str(Path(config.hydra.sweep.dir).resolve()),
                 "sweep.sweeper": _short(config.hydra.sweeper._target_),
                 "sweep.launcher": _short(config.hydra.launcher._target_),
-                **runs.code_version(), **OmegaConf.to_container(config.run_tags)}
+                **runs.code_version(), **process_tags(), **OmegaConf.to_container(config.run_tags)}
         if adopted:
             parent = adopted
             client.log_batch(parent, tags=[RunTag(k, str(v)) for k, v in tags.items()])

@@ -8,13 +8,27 @@ from __future__ import annotations
 import os
 import shlex
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from pipeline.sweeps import jobs
 
 
 def wants_sweep(overrides_text: str) -> bool:
     return jobs.is_sweep(shlex.split(overrides_text or ""))
+
+
+def flag_override(key: str, value: str) -> str:
+    """An entry-point flag as a Hydra override of exactly that value, for the multirun command line: quoted,
+    quotes escaped, `${` kept literal. Text Hydra's grammar cannot carry unchanged (a backslash) is refused."""
+    from pipeline.config.errors import ConfigError
+
+    text = str(value)
+    if "\\" in text:
+        raise ConfigError(f"{key}={text!r}: a backslash cannot be handed to a Hydra sweep unchanged; "
+                          "run the configurations one at a time (no sweep syntax in overrides)")
+    if text.strip().lstrip("-").isdigit():
+        return f"{key}={int(text)}"
+    return f"{key}='" + text.replace("'", "\\'").replace("${", "\\${") + "'"
 
 
 def multirun_argv(flag_overrides: Sequence[str], overrides_text: str) -> list[str]:

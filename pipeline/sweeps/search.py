@@ -1,8 +1,9 @@
 """End of an Optuna search: run the default config beside it, and save the best trial as a conf/algorithm file.
 
 The trials are the sweep's child runs (the callback makes them); Optuna maximised what the Hydra app
-returns, the evaluated success rate. Whether the best trial beat the default is said with the
-evaluation's 95% intervals, not only the point estimates.
+returns, the evaluated success rate. Whether the best trial beat the default is decided by the rule the
+registry's champion gate uses (`pipeline.comparison`): with the evaluation's 95% intervals, not only the
+point estimates.
 """
 from __future__ import annotations
 
@@ -16,9 +17,10 @@ import yaml
 from mlflow.entities import RunTag
 from omegaconf import DictConfig, OmegaConf
 
+from pipeline import comparison
+from pipeline.paths import REPO_ROOT
 from pipeline.redaction import redact_uri
 from pipeline.sweeps import jobs
-from pipeline.tracking.store import REPO_ROOT
 
 
 def fixed_overrides(config: DictConfig) -> list[str]:
@@ -54,22 +56,35 @@ def run_baseline(config: DictConfig, parent: str, experiment_id: str) -> Optiona
     return child
 
 
-def _success(run) -> tuple[float, float, float]:
-    m = run.data.metrics
-    return m.get("eval/success_rate", float("nan")), m.get("eval/success_rate_ci_low", float("nan")), \
-        m.get("eval/success_rate_ci_high", float("nan"))
+METRIC, TIEBREAK = "success_rate", "mean_reward"  # as the registry's gate judges by default
 
 
-def verdict(best: tuple[float, float, float], base: tuple[float, float, float]) -> tuple[bool, str]:
-    (b, blo, bhi), (d, dlo, dhi) = best, base
-    if b > d and blo > dhi:
-        return True, f"improved on the default: success {b:.2f} [{blo:.2f}, {bhi:.2f}] vs {d:.2f} [{dlo:.2f}, {dhi:.2f}]"
-    if b > d:
-        return True, (f"better than the default by its point estimate only: success {b:.2f} [{blo:.2f}, {bhi:.2f}] "
-                      f"vs {d:.2f} [{dlo:.2f}, {dhi:.2f}]; the 95% intervals overlap, so evaluate more episodes "
-                      "or seeds before trusting it")
-    return False, (f"did not improve on the default: best trial success {b:.2f} [{blo:.2f}, {bhi:.2f}] vs default "
-                   f"{d:.2f} [{dlo:.2f}, {dhi:.2f}]")
+def _figures(run) -> dict[str, float]:
+    """The evaluation figures of a run (`success_rate`, `success_rate_ci_low`, ...); NaN where one is missing."""
+    nan = float("nan")
+    return {f"{metric}{suffix}": run.data.metrics.get(f"eval/{metric}{suffix}", nan)
+            for metric in (METRIC, TIEBREAK) for suffix in ("", "_ci_low", "_ci_high")}
+
+
+def _describe(f: dict[str, float], metric: str) -> str:
+    return f"{f[metric]:.2f} [{f[metric + '_ci_low']:.2f}, {f[metric + '_ci_high']:.2f}]"
+
+
+def verdict(best: dict[str, float], base: dict[str, float]) -> tuple[bool, str]:
+    """(improved?, what to tell the user) for the best trial against the default config."""
+    success = f"success {_describe(best, METRIC)} vs {_describe(base, METRIC)}"
+    won_on = comparison.better_on(best, base, METRIC, tiebreak=TIEBREAK)
+    if won_on == METRIC:
+        return True, f"improved on the default: {success}"
+    if won_on == TIEBREAK:
+        return True, (f"improved on the default: {success}, and mean reward {_describe(best, TIEBREAK)} vs "
+                      f"{_describe(base, TIEBREAK)} (the lower end of its 95% interval is above the default's)")
+    if best[METRIC] > base[METRIC]:
+        return False, (f"better than the default by its point estimate only: {success}; the lower end of its 95% "
+                       "interval is not above the default's success, so evaluate more episodes or seeds before "
+                       "trusting it")
+    return False, (f"did not improve on the default: best trial success {_describe(best, METRIC)} vs default "
+                   f"{_describe(base, METRIC)}")
 
 
 def finish(config: DictConfig, parent: str, experiment_id: str, tuned_dir: str, baseline: bool) -> Optional[Path]:
@@ -95,11 +110,11 @@ def finish(config: DictConfig, parent: str, experiment_id: str, tuned_dir: str, 
 
     tags = {"search.best_run_id": best.info.run_id, "search.best_overrides": " ".join(overrides)[:5000],
             "search.tuned_config": name}
-    message = f"best trial #{best.data.tags.get('sweep.job')}: success {_success(best)[0]:.2f}"
+    message = f"best trial #{best.data.tags.get('sweep.job')}: success {_figures(best)[METRIC]:.2f}"
     if baseline:
         base = client.get_run(run_baseline(config, parent, experiment_id))
         if base.info.status == "FINISHED":
-            improved, message = verdict(_success(best), _success(base))
+            improved, message = verdict(_figures(best), _figures(base))
             tags.update({"search.improved": str(improved).lower(), "search.verdict": message,
                          "search.baseline_run_id": base.info.run_id})
 

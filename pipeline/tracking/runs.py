@@ -10,9 +10,8 @@ from typing import Any, Iterator, Mapping, Optional
 import mlflow
 from mlflow.entities import Param, RunStatus, RunTag
 
+from pipeline.paths import REPO_ROOT
 from pipeline.redaction import redact_uri
-from pipeline.tracking.store import REPO_ROOT
-
 
 INTERRUPTED = "interrupted: "  # how `pipeline.error` starts when a run was stopped from outside (KILLED)
 
@@ -27,10 +26,14 @@ def stage_run(stage: str, experiment_id: str, run_name: str, tags: Mapping[str, 
     """Start this stage's run: a child of the active run, the run `mlflow run` created, or a new one.
 
     run_id: reopen that run instead (a resumed training continues its own run)."""
+    from pipeline.tracking.reaper import process_tags
+
     nested = mlflow.active_run() is not None
-    tags = {"pipeline.stage": stage, **tags}
+    # Which process owns the run, from its first write: `reap` closes it if that process dies (tracking/reaper.py).
+    tags = {"pipeline.stage": stage, **process_tags(), **tags}
     if run_id:
         run = mlflow.start_run(run_id=run_id, nested=nested)
+        set_tags(process_tags())  # a resumed run belongs to this process now
         interruption = run.data.tags.get("pipeline.error")
         if interruption:  # live again: keep why it stopped, but no error tag on a run that may yet finish
             mlflow.set_tag("pipeline.last_interruption", interruption)
@@ -38,6 +41,8 @@ def stage_run(stage: str, experiment_id: str, run_name: str, tags: Mapping[str, 
     elif not nested and os.environ.get("MLFLOW_RUN_ID"):  # `mlflow run` made this stage's run for us
         run = mlflow.start_run(tags=tags)
     else:
+        if nested:  # a child lives in its parent's experiment, whichever the caller's config names
+            experiment_id = mlflow.active_run().info.experiment_id
         run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, nested=nested, tags=tags)
     try:
         yield run

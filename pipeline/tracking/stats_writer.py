@@ -8,9 +8,9 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any
 
-from mlagents.trainers.stats import StatsSummary, StatsWriter
+from mlagents.trainers.stats import StatsReporter, StatsSummary, StatsWriter
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
@@ -24,7 +24,7 @@ class _Rate:
     def __init__(self) -> None:
         self._last: dict[str, tuple[int, float]] = {}
 
-    def update(self, category: str, step: int) -> Optional[float]:
+    def update(self, category: str, step: int) -> float | None:
         now = time.monotonic()
         prev = self._last.get(category)
         self._last[category] = (step, now)
@@ -36,7 +36,7 @@ class _Rate:
 class MLflowStatsWriter(StatsWriter):
     """Logs every summary period's statistics to one MLflow run, at the ML-Agents step."""
 
-    def __init__(self, run_id: str, primary_category: Optional[str] = None, client: Optional[MlflowClient] = None,
+    def __init__(self, run_id: str, primary_category: str | None = None, client: MlflowClient | None = None,
                  resumed: bool = False):
         self.run_id = run_id
         self.primary = primary_category
@@ -54,7 +54,7 @@ class MLflowStatsWriter(StatsWriter):
         # One behavior per asset is the common case: keep ML-Agents' names as users know them.
         return key if category == self.primary or self.primary is None else f"{category}/{key}"
 
-    def write_stats(self, category: str, values: Dict[str, StatsSummary], step: int) -> None:
+    def write_stats(self, category: str, values: dict[str, StatsSummary], step: int) -> None:
         now = int(time.time() * 1000)
         metrics = [Metric(self._key(category, k), float(v.aggregated_value), now, step)
                    for k, v in values.items() if v.num > 0 and k not in HIDDEN]
@@ -74,7 +74,7 @@ class ProgressWriter(StatsWriter):
         self.stream = stream or sys.stdout
         self._start = time.monotonic()
 
-    def write_stats(self, category: str, values: Dict[str, StatsSummary], step: int) -> None:
+    def write_stats(self, category: str, values: dict[str, StatsSummary], step: int) -> None:
         # Averaged since the start: per-period rates swing with PPO's update pauses.
         elapsed = time.monotonic() - self._start
         rate = step / elapsed if elapsed > 0 and step > 0 else None
@@ -92,24 +92,39 @@ class ProgressWriter(StatsWriter):
         print(" | ".join(parts), file=self.stream, flush=True)
 
 
-def get_mlflow_writers(run_options: Any) -> List[StatsWriter]:
+def write_pending_summaries(writers: list[StatsWriter] | None = None) -> None:
+    """Write what ML-Agents gathered since its last summary, at each trainer's last step.
+
+    ML-Agents writes a summary only when a trainer crosses a multiple of summary_freq, so the end of a
+    training (all of one shorter than summary_freq) is never written. writers=None: every writer attached
+    to ML-Agents' StatsReporter (and the pending stats are consumed), else only those given.
+    """
+    with StatsReporter.lock:
+        pending = {c: {k: list(v) for k, v in stats.items()} for c, stats in StatsReporter.stats_dict.items()}
+    for category, stats in pending.items():
+        if not stats.get("Step") or not any(v for k, v in stats.items() if k not in HIDDEN):
+            continue
+        step = int(stats["Step"][-1])  # ML-Agents' trainer sets it to its step count after every trajectory
+        reporter = StatsReporter(category)
+        if writers is None:
+            reporter.write_stats(step)
+            continue
+        values = {k: reporter.get_stats_summaries(k) for k, v in stats.items() if v}
+        for writer in writers:
+            writer.write_stats(category, values, step)
+
+
+def get_mlflow_writers(run_options: Any) -> list[StatsWriter]:
     """`mlagents.stats_writer` plugin for plain `mlagents-learn`: opt in with MLAGENTS_MLFLOW=1.
 
-    Logs to the run in MLFLOW_RUN_ID, or to a new run of experiment "mlagents-learn".
+    Logs to the run in MLFLOW_RUN_ID, or to a new run of experiment $MLFLOW_EXPERIMENT_NAME (default
+    "mlagents-learn") in $MLFLOW_TRACKING_URI (default the repository's mlflow.db), which ends FINISHED,
+    KILLED or FAILED with mlagents-learn (see pipeline/tracking/mlagents_learn_run.py).
     """
     if os.environ.get("MLAGENTS_MLFLOW") != "1":
         return []
-    import mlflow
+    from pipeline.tracking.mlagents_learn_run import LearnRun
 
-    from pipeline import mlagents_patches
-
-    mlagents_patches.apply()  # also applied by the trainer_type entry point
-
-    run_id = os.environ.get("MLFLOW_RUN_ID")
-    if run_id is None:
-        run = mlflow.MlflowClient().create_run(
-            mlflow.get_experiment_by_name("mlagents-learn").experiment_id
-            if mlflow.get_experiment_by_name("mlagents-learn") else mlflow.create_experiment("mlagents-learn"),
-            run_name=run_options.checkpoint_settings.run_id)
-        run_id = run.info.run_id
-    return [MLflowStatsWriter(run_id)]
+    run = LearnRun(run_options)
+    run.writers = [MLflowStatsWriter(run.run_id, run.primary_category, client=run.client)]
+    return list(run.writers)

@@ -1,20 +1,66 @@
-"""Which MLflow store runs go to: $MLFLOW_TRACKING_URI, else an embedded sqlite store in the repo root."""
+"""Which MLflow store runs go to: $MLFLOW_TRACKING_URI, else an embedded sqlite store in the repo root.
+
+A brand-new sqlite store is created once, under a file lock beside it: MLflow creates the tables and runs
+its migrations on first connect without any lock of its own, so two processes starting at once on a new
+store used to fail one of them ("table experiments already exists", "duplicate column name"). After
+that, a store this process has seen is not checked again, and a store another process finished creating
+is recognised by its stamped schema version (one sqlite read, no migration, no lock).
+"""
 from __future__ import annotations
 
 import os
+import sqlite3
 from pathlib import Path
-from typing import Optional
 
 import mlflow
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from pipeline.paths import REPO_ROOT
+
 DEFAULT_URI = f"sqlite:///{REPO_ROOT / 'mlflow.db'}"
+SQLITE = "sqlite:///"
+
+_ready: set[str] = set()  # stores this process has made sure exist
 
 
-def configure(tracking_uri: Optional[str] = None) -> str:
+def configure(tracking_uri: str | None = None) -> str:
     uri = os.environ.get("MLFLOW_TRACKING_URI") or tracking_uri or DEFAULT_URI
     mlflow.set_tracking_uri(uri)
+    prepare(uri)
     return uri
+
+
+def prepare(uri: str) -> None:
+    """Make sure the store at `uri` exists with MLflow's schema, creating it once if several processes race."""
+    if uri in _ready or not uri.startswith(SQLITE) or uri == f"{SQLITE}:memory:":
+        return
+    path = Path(uri[len(SQLITE):])
+    if not _created(path):
+        from filelock import FileLock
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(f"{path}.init-lock"):
+            if not _created(path):
+                # MLflow's own store for this URI (cached by MLflow): it creates tables and migrates now,
+                # under our lock, and later calls in this process reuse it.
+                from mlflow.tracking._tracking_service.utils import _get_store
+
+                _get_store(uri)
+    _ready.add(uri)
+
+
+def _created(path: Path) -> bool:
+    """True once a store's creation has committed: MLflow stamps the schema version in the same transaction
+    as its migrations, so a store being created by another process right now reads as not created."""
+    if not path.exists():
+        return False
+    try:
+        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=1)
+        try:
+            return con.execute("SELECT version_num FROM alembic_version").fetchone() is not None
+        finally:
+            con.close()
+    except sqlite3.Error:  # no such table yet, or locked by a creator mid-migration
+        return False
 
 
 def experiment_id(name: str) -> str:
@@ -25,12 +71,11 @@ def experiment_id(name: str) -> str:
         return exp.experiment_id
     location = None
     uri = mlflow.get_tracking_uri()
-    if uri.startswith("sqlite:///"):
+    if uri.startswith(SQLITE):
         # Artifacts beside the database file, not in whatever directory the process started in.
-        location = (Path(uri[len("sqlite:///"):]).resolve().parent / "mlruns").as_uri()
+        location = (Path(uri[len(SQLITE):]).resolve().parent / "mlruns").as_uri()
     try:
         return client.create_experiment(name, artifact_location=location)
     except mlflow.exceptions.MlflowException:
         # Another process created it between our lookup and create.
         return client.get_experiment_by_name(name).experiment_id
-

@@ -1,12 +1,17 @@
-"""A local `mlflow server` in front of a sqlite store: the single writer when several processes log at once.
+"""A local `mlflow server`: the single writer of a sqlite store, or a team's server on PostgreSQL.
 
 Parallel sweep jobs writing straight into one sqlite file race for its write lock ("database is locked")
 and can race the schema migration on first connect. Behind one server process, every write goes
 through one connection pool; jobs talk HTTP. Artifacts still go straight to the experiment's
 file:// location, which the jobs share on this machine.
+
+With `artifacts_destination` the server also proxies artifacts (`mlflow-artifacts:`): clients upload
+and download them over HTTP, so machines that share no filesystem with it can log and resume runs
+(the team server, `pipeline/tracking/team_server.py`).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -14,7 +19,10 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self needs Python 3.11; conda.yaml has 3.10
 
 
 def free_port() -> int:
@@ -26,31 +34,38 @@ def free_port() -> int:
 class TrackingServer:
     """`mlflow server` on 127.0.0.1:<free port> for `backend_uri`; `url` once started, stopped by `stop()`."""
 
-    def __init__(self, backend_uri: str, log_path: Optional[Path] = None, port: Optional[int] = None,
-                 ui: bool = False):
+    def __init__(self, backend_uri: str, log_path: Path | None = None, port: int | None = None,
+                 ui: bool = False, artifacts_destination: str | os.PathLike | None = None,
+                 host: str = "127.0.0.1", workers: int = 1):
         self.backend_uri = backend_uri
         self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.host = host
+        # What clients dial: the loopback address unless the server listens on one interface only.
+        self.url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{self.port}"
         self.log_path = log_path
         self.ui = ui  # `mlflow ui` serves the same app; kept apart only for what the log says
-        self.proc: Optional[subprocess.Popen] = None
+        self.artifacts_destination = artifacts_destination
+        self.workers = workers
+        self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 120.0) -> "TrackingServer":
+    def start(self, timeout: float = 120.0) -> TrackingServer:
         mlflow_bin = Path(sys.executable).with_name("mlflow")
         cmd = [str(mlflow_bin) if mlflow_bin.exists() else "mlflow", "ui" if self.ui else "server",
-               "--backend-store-uri", self.backend_uri, "--host", "127.0.0.1", "--port", str(self.port),
-               "--workers", "1"]
-        if self.backend_uri.startswith("sqlite:///"):
+               "--backend-store-uri", self.backend_uri, "--host", self.host, "--port", str(self.port),
+               "--workers", str(self.workers)]
+        if self.artifacts_destination is not None:
+            # New experiments get `mlflow-artifacts:/<id>`: clients move artifacts through this server only.
+            dest = str(self.artifacts_destination)
+            cmd += ["--serve-artifacts", "--artifacts-destination",
+                    dest if "://" in dest else Path(dest).resolve().as_uri()]
+        elif self.backend_uri.startswith("sqlite:///"):
             # Runs created through the server without an experiment location keep artifacts beside the db.
             root = Path(self.backend_uri[len("sqlite:///"):]).resolve().parent / "mlruns"
             cmd += ["--default-artifact-root", root.as_uri()]
         env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_RUN_ID", "MLFLOW_TRACKING_URI")}
-        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
-        try:
+        log = open(self.log_path, "ab") if self.log_path else contextlib.nullcontext(subprocess.DEVNULL)  # noqa: SIM115
+        with log as out:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        finally:
-            if self.log_path:
-                out.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -79,7 +94,7 @@ class TrackingServer:
                 pass
             self.proc.wait(timeout=10)
 
-    def __enter__(self) -> "TrackingServer":
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc) -> None:

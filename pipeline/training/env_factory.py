@@ -6,7 +6,6 @@ the asset's built-in simulation, in process.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, List
@@ -15,28 +14,11 @@ from mlagents_envs.base_env import BaseEnv
 from mlagents_envs.side_channel import SideChannel
 from mlagents_envs.side_channel.stats_side_channel import StatsSideChannel
 
+from pipeline.processes import die_with_trainer
 from pipeline.sim import simulation
 from pipeline.sim.unity_env import SimulatedUnityEnv
 
 EnvFactory = Callable[[int, List[SideChannel]], BaseEnv]
-
-
-def die_with_trainer() -> None:
-    """Called in each ML-Agents environment worker: exit when the trainer process dies.
-
-    A forked worker keeps its own copy of the trainer's pipe end, so after a SIGKILL of the trainer
-    it never sees EOF and would wait forever (an orphan holding memory and, for Unity, a player).
-    """
-    try:
-        import ctypes
-        import signal
-
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):  # not Linux: fall back to ML-Agents' own shutdown
-        return
-    if os.getppid() == 1:  # the trainer died before we asked
-        os._exit(1)
 
 
 @dataclass(frozen=True)
@@ -72,8 +54,11 @@ def for_plan(plan, log_folder: Path) -> EnvFactory:
                           "build.unity_project (mlflow run . -e build)") from None
     asset = plan.cfg["asset"]
     declared = asset.get("observation_space") or {}
-    expect = Expectation(plan.behavior_name, asset["action_space"]["size"],
-                         sum(declared.values()) if declared else None)
+    action = asset["action_space"]
+    discrete = action.get("type") == "discrete"
+    expect = Expectation(plan.behavior_name, None if discrete else action["size"],
+                         sum(declared.values()) if declared else None,
+                         tuple(action.get("branches") or ()) if discrete else None)
     return PlayerEnvFactory(str(player), expect, plan.seed, env["num_areas"], env["no_graphics"],
                             env["timeout_wait"], env["base_port"], tuple(env["env_args"]),
                             str(Path(log_folder).absolute()))

@@ -14,7 +14,7 @@ import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 from pipeline import mlagents_patches  # noqa: E402
 
@@ -34,6 +34,7 @@ from mlagents_envs.timers import add_metadata as add_timer_metadata, reset_timer
 
 from pipeline.config.plan import RunPlan
 from pipeline.redaction import redact_uri
+from pipeline.tracking.stats_writer import write_pending_summaries
 from pipeline.training import atomic_checkpoints
 from pipeline.training import env_factory
 
@@ -57,8 +58,10 @@ def run_options_for(plan: RunPlan, results_dir: Path, run_id: str, resume: bool 
 
 
 def train(plan: RunPlan, results_dir: Path, run_id: str, writers: Sequence[StatsWriter] = (),
-          resume: bool = False) -> TrainingOutcome:
-    """resume: continue <results_dir>/<run_id> from its checkpoints, as `mlagents-learn --resume` does."""
+          resume: bool = False, on_checkpoint: Callable[[Path, int], None] | None = None) -> TrainingOutcome:
+    """resume: continue <results_dir>/<run_id> from its checkpoints, as `mlagents-learn --resume` does.
+    on_checkpoint(write_path, step): called after each checkpoint ML-Agents saves, with training_status.json
+    written for it (resume.CheckpointUploader sends both to the tracking server)."""
     options = run_options_for(plan, results_dir, run_id, resume)
     write_path = Path(options.checkpoint_settings.write_path)
     run_logs = Path(options.checkpoint_settings.run_logs_dir)
@@ -71,24 +74,31 @@ def train(plan: RunPlan, results_dir: Path, run_id: str, writers: Sequence[Stats
     torch_utils.set_torch_config(options.torch_settings)
 
     factory = env_factory.for_plan(plan, log_folder=run_logs)  # a Unity player writes Player-<i>.log there
-    env_manager = SubprocessEnvManager(factory, options, plan.cfg["env"]["num_envs"])
-    param_manager = EnvironmentParameterManager(options.environment_parameters, plan.seed, restore=resume)
-    trainer_factory = TrainerFactory(
-        trainer_config=options.behaviors, output_path=str(write_path), train_model=True, load_model=resume,
-        seed=plan.seed, param_manager=param_manager, init_path=None, multi_gpu=False)
-    controller = TrainerController(trainer_factory, str(write_path), run_id, param_manager, True, plan.seed)
+    env_manager = SubprocessEnvManager(factory, options, plan.cfg["env"]["num_envs"])  # workers start here
+    try:
+        param_manager = EnvironmentParameterManager(options.environment_parameters, plan.seed, restore=resume)
+        trainer_factory = TrainerFactory(
+            trainer_config=options.behaviors, output_path=str(write_path), train_model=True, load_model=resume,
+            seed=plan.seed, param_manager=param_manager, init_path=None, multi_gpu=False)
+        controller = TrainerController(trainer_factory, str(write_path), run_id, param_manager, True, plan.seed)
+        status_writer = TrainingStatusWriter(run_logs)
+        all_writers = [*_default_writers(options), *writers, status_writer]
+    except BaseException:
+        # Started workers are non-daemon processes: left open, the trainer process would never exit.
+        _close_quietly(env_manager)
+        raise
 
     stop = _StopRequest()
-    with stats_writers([*_default_writers(options), *writers, TrainingStatusWriter(run_logs)]), stop.on_sigterm():
+    tap = _CheckpointTap(on_checkpoint, write_path, status_writer) if on_checkpoint else None
+    with stats_writers(all_writers), stop.on_sigterm(), \
+            (atomic_checkpoints.watching(tap) if tap else contextlib.nullcontext()):
         try:
             controller.start_learning(env_manager)
+            # The last stretch since a multiple of summary_freq (all of a run shorter than it) is
+            # never written by ML-Agents: without this a short run has no metrics at its last step.
+            write_pending_summaries()
         finally:
-            try:
-                env_manager.close()
-            except (EOFError, OSError, BrokenPipeError):
-                # After a signal a worker can die mid-message; ML-Agents then fails to read its reply.
-                # The model is saved already; a noisy close must not turn a KILLED run into FAILED.
-                pass
+            _close_quietly(env_manager)
             learn.write_run_options(str(write_path), options)
             learn.write_timing_tree(str(run_logs))
             learn.write_training_status(str(run_logs))
@@ -105,6 +115,15 @@ def train(plan: RunPlan, results_dir: Path, run_id: str, writers: Sequence[Stats
     )
 
 
+def _close_quietly(env_manager: SubprocessEnvManager) -> None:
+    try:
+        env_manager.close()
+    except (EOFError, OSError, BrokenPipeError):
+        # After a signal a worker can die mid-message; ML-Agents then fails to read its reply.
+        # The model is saved already; a noisy close must not turn a KILLED run into FAILED.
+        pass
+
+
 class TrainingStatusWriter(StatsWriter):
     """Persist ML-Agents' training_status.json (steps, checkpoints, lesson) at every summary, atomically.
 
@@ -118,6 +137,25 @@ class TrainingStatusWriter(StatsWriter):
         tmp = self.path.with_suffix(".json.tmp")
         GlobalTrainingStatus.save_state(str(tmp))
         os.replace(tmp, self.path)  # a kill mid-write leaves the previous, complete file
+
+
+class _CheckpointTap:
+    """Turns ML-Agents' checkpoint files into one call per checkpoint. TorchModelSaver.save_checkpoint writes
+    `<Behavior>-<step>.pt`, then `checkpoint.pt` (what a resume loads): the step comes from the first, the
+    call follows the second, with training_status.json brought up to date first."""
+
+    def __init__(self, sink: Callable[[Path, int], None], write_path: Path, status: TrainingStatusWriter):
+        self.sink, self.write_path, self.status = sink, write_path, status
+        self.step = 0
+
+    def __call__(self, path: Path) -> None:
+        if path.name != "checkpoint.pt":
+            stem, _, step = path.stem.rpartition("-")
+            if stem and step.isdigit():
+                self.step = int(step)
+            return
+        self.status.write_stats("", {}, self.step)
+        self.sink(self.write_path, self.step)
 
 
 def _reset_mlagents_globals() -> None:

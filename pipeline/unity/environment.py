@@ -22,6 +22,7 @@ from mlagents_envs.exception import (
 )
 from mlagents_envs.side_channel import SideChannel
 
+from pipeline.processes import die_with_trainer
 from pipeline.unity import ports
 
 PORT_ATTEMPTS = 20
@@ -37,6 +38,7 @@ class Expectation:
     behavior_name: str
     action_size: Optional[int] = None  # continuous actions the asset declares
     observation_size: Optional[int] = None  # total observation values the asset declares
+    branches: Optional[tuple[int, ...]] = None  # discrete branch sizes the asset declares (type: discrete)
 
 
 class PlayerEnvironment(UnityEnvironment):
@@ -112,6 +114,12 @@ class PlayerEnvironment(UnityEnvironment):
                 "scene that has it")
         spec = self.behavior_specs[want]
         actions = spec.action_spec
+        if self.expect.branches is not None and (actions.continuous_size
+                                                 or tuple(actions.discrete_branches) != self.expect.branches):
+            raise BehaviorMismatchError(
+                f"behavior {want} in {self._file_name} has {actions.continuous_size} continuous actions and discrete "
+                f"branches {list(actions.discrete_branches)} but asset.action_space says discrete, branches "
+                f"{list(self.expect.branches)}")
         if self.expect.action_size is not None and (actions.discrete_size or actions.continuous_size != self.expect.action_size):
             raise BehaviorMismatchError(
                 f"behavior {want} in {self._file_name} has {actions.continuous_size} continuous and "
@@ -140,8 +148,6 @@ class PlayerEnvFactory:
     log_folder: str
 
     def __call__(self, worker_id: int, side_channels: List[SideChannel]) -> UnityEnvironment:
-        from pipeline.training.env_factory import die_with_trainer
-
         die_with_trainer()  # and the player with us: UnityEnvironment kills it when the worker exits
         log = self.next_log_path(worker_id)
         args = list(self.env_args)

@@ -1,6 +1,7 @@
 """Command line of the simulated player: the arguments UnityEnvironment gives a Unity build, plus which simulation.
 
-    python -m pipeline.unity.simulated_player --simulation nav --mlagents-port 5005 -nographics -batchmode -logFile p.log
+    python -m pipeline.unity.simulated_player --simulation nav --mlagents-port 5005 -nographics -batchmode \
+        -logFile p.log
 """
 from __future__ import annotations
 

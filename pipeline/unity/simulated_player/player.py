@@ -136,7 +136,7 @@ class SimulatedPlayer:
                  f"API {init.communication_version}; seed {init.seed}, {num_areas} training areas, behavior "
                  f"{self.behavior_name}")
         self.env = SimulatedUnityEnv(self.world_cls, num_areas=num_areas, seed=init.seed)
-        self._episode_ids = self._new_ids(num_areas)
+        self._episode_ids = self._new_ids(self.env.num_agents)
         if first.header.status != 200:
             return self._quit(f"the trainer answered with status {first.header.status}")
         rl_input = first.unity_input.rl_input
@@ -163,17 +163,21 @@ class SimulatedPlayer:
             return False
         if rl_input.command == RESET:
             self.env.reset()
-            self._episode_ids = self._new_ids(self.env.num_areas)
+            self._episode_ids = self._new_ids(self.env.num_agents)
             self.log("Environment reset")
             return True
-        n, size = self.env.num_areas, self.world_cls.spec.action_size
-        actions = np.zeros((n, size), np.float32)
+        spec = self.world_cls.spec
+        n = self.env.num_agents
+        continuous = np.zeros((n, spec.action_size), np.float32)
+        discrete = np.zeros((n, len(spec.action_branches)), np.int32)
         if self.behavior_name in rl_input.agent_actions:
             given = rl_input.agent_actions[self.behavior_name].value
-            # One action per agent that requested a decision, in request order (C#'s m_OrderedAgentsRequestingDecisions).
+            # One action per agent that requested a decision, in request order
+            # (C#'s m_OrderedAgentsRequestingDecisions).
             for i, action in enumerate(given[:n]):
-                actions[i, :len(action.continuous_actions)] = action.continuous_actions[:size]
-        self.env.set_actions(self.env.behavior_name, ActionTuple(continuous=actions))
+                continuous[i, :len(action.continuous_actions)] = action.continuous_actions[:spec.action_size]
+                discrete[i, :len(action.discrete_actions)] = action.discrete_actions[:len(spec.action_branches)]
+        self.env.set_actions(self.env.behavior_name, ActionTuple(continuous=continuous, discrete=discrete))
         self.env.step()
         self.steps += 1
         self._check_faults()
@@ -188,14 +192,18 @@ class SimulatedPlayer:
         infos = output.rl_output.agentInfos[self.behavior_name].value
         # An agent that ends its episode reports done with its final observation, then (same step) asks
         # for its first decision of the next episode under a new episode id, as Agent.EndEpisode does.
-        for j, area in enumerate(terminal.agent_id):
-            self._add_agent_info(infos, int(self._episode_ids[area]), float(terminal.reward[j]), True,
-                                 bool(terminal.interrupted[j]), [o[j] for o in terminal.obs])
+        for j, agent in enumerate(terminal.agent_id):
+            self._add_agent_info(infos, int(self._episode_ids[agent]), float(terminal.reward[j]), True,
+                                 bool(terminal.interrupted[j]), [o[j] for o in terminal.obs],
+                                 int(terminal.group_id[j]), float(terminal.group_reward[j]))
         if len(terminal):
             self._episode_ids[terminal.agent_id] = self._new_ids(len(terminal))
-        for j, area in enumerate(decision.agent_id):
-            self._add_agent_info(infos, int(self._episode_ids[area]), float(decision.reward[j]), False, False,
-                                 [o[j] for o in decision.obs])
+        # A decision request carries the agent's action mask (Agent.WriteDiscreteActionMask), branches side by side.
+        masks = np.concatenate(decision.action_mask, axis=1) if decision.action_mask is not None else None
+        for j, agent in enumerate(decision.agent_id):
+            self._add_agent_info(infos, int(self._episode_ids[agent]), float(decision.reward[j]), False, False,
+                                 [o[j] for o in decision.obs], int(decision.group_id[j]),
+                                 float(decision.group_reward[j]), None if masks is None else masks[j])
         for record in self.env.episodes:
             self.stats.add(SUCCESS_STAT, float(record.success), StatsSender.AVERAGE)
         self.env.episodes.clear()
@@ -205,15 +213,21 @@ class SimulatedPlayer:
             brain = output.rl_initialization_output.brain_parameters.add()
             brain.brain_name = self.behavior_name
             brain.is_training = True
-            brain.action_spec.num_continuous_actions = self.world_cls.spec.action_size
-            brain.action_spec.num_discrete_actions = 0
+            spec = self.world_cls.spec
+            brain.action_spec.num_continuous_actions = spec.action_size
+            brain.action_spec.num_discrete_actions = len(spec.action_branches)
+            brain.action_spec.discrete_branch_sizes.extend(spec.action_branches)
             self._brain_sent = True
         return message
 
     def _add_agent_info(self, infos, episode_id: int, reward: float, done: bool, max_step: bool,
-                        obs: List[np.ndarray]) -> None:
+                        obs: List[np.ndarray], group_id: int = 0, group_reward: float = 0.0,
+                        mask: Optional[np.ndarray] = None) -> None:
         info = infos.add()
         info.reward, info.done, info.max_step_reached, info.id = reward, done, max_step, episode_id
+        info.group_id, info.group_reward = group_id, group_reward
+        if mask is not None:
+            info.action_mask.extend(mask.tolist())  # True = the action is unavailable, as on the C# side
         for (name, _), values in zip(self.world_cls.spec.observations, obs):
             o = info.observations.add()
             o.shape.append(len(values))
@@ -230,7 +244,8 @@ class SimulatedPlayer:
 
     def _check_faults(self) -> None:
         if self.faults.crash_after_steps is not None and self.steps >= self.faults.crash_after_steps:
-            self.log(f"Caught fatal signal - signo:11 code:1 errno:0 addr:0x0 (simulated crash after {self.steps} steps)")
+            self.log("Caught fatal signal - signo:11 code:1 errno:0 addr:0x0 "
+                     f"(simulated crash after {self.steps} steps)")
             os.kill(os.getpid(), signal.SIGSEGV)
         if self.faults.hang_after_steps is not None and self.steps >= self.faults.hang_after_steps:
             self.log(f"Player stopped responding after {self.steps} steps (simulated hang)")

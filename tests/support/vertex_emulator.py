@@ -1,4 +1,5 @@
-"""Local stand-ins for Vertex AI's Model Registry REST API and Cloud Storage, for tests and demos.
+"""Local stand-ins for Vertex AI's Model Registry REST API and Cloud Storage, for tests and demos (test support:
+never imported by the product, so `gcp-storage-emulator` is a test-only dependency).
 
 `VertexEmulator` is a real HTTP server speaking the `aiplatform.googleapis.com/v1` JSON endpoints the
 `google-cloud-aiplatform` SDK calls to upload, look up, list and alias model versions. It keeps what it
@@ -6,7 +7,7 @@ is sent (`requests`) so tests can assert the SDK's real request bodies, and can 
 (`fail_next`) to exercise permission errors and half-done registrations. Cloud Storage is the
 `gcp-storage-emulator` package from PyPI.
 
-    python -m pipeline.registry.emulator            # both, on free ports; prints the overrides to use
+    python -m tests.support.vertex_emulator         # both, on free ports; prints the overrides to use
 """
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """Benchmark: offline BC vs the heuristic it learned from, and environment steps to a success threshold
 for online vs hybrid training (same seeds, same budget, real ML-Agents training, tracked in MLflow).
 
-    python -m pipeline.offline.benchmark --seeds 0 --max-steps 150000 --threshold 0.8 --out bench_offline.json
+    .venv/bin/python scripts/bench_offline.py --seeds 0 --max-steps 150000 --threshold 0.8 --out bench_offline.json
+    make bench-offline                   # seeds 0 1 2
 
 Steps-to-threshold is the first ML-Agents summary step at which the training `Environment/Success Rate`
 reaches the threshold (None if it never does); both policies are then evaluated on the same seeded episodes.
@@ -10,10 +11,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Optional
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import mlflow
+
+from pipeline.config.compose import compose_plan
+from pipeline.stages import evaluate, train
 
 SUCCESS = "Environment/Success Rate"
 
@@ -24,9 +31,6 @@ def steps_to(run_id: str, threshold: float) -> Optional[int]:
 
 
 def main() -> None:
-    from pipeline.config.compose import compose_plan
-    from pipeline.stages import evaluate, train
-
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--max-steps", type=int, default=150_000)

@@ -1,0 +1,84 @@
+"""Carry out a launch request in this process: compose and check its config, then run its entry point.
+
+This is what the child of every other executor runs (`python -m pipeline.cli run-request ...`, locally or
+as a Ray job), and what tests and notebooks can call directly.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.launch.request import LaunchRequest
+
+RESULT_MARKER = "pipeline-result: "  # a result line on stdout, for executors that only see the logs (Ray jobs)
+
+
+def plan_for(request: LaunchRequest):
+    """The validated RunPlan of a request (no run is created, nothing is written)."""
+    from pipeline.config.compose import compose_typed_plan
+
+    values = dict(request.values)
+    if request.resume:
+        values["resume"] = request.resume
+    return compose_typed_plan(request.groups, values, request.overrides, request.tags)
+
+
+@contextlib.contextmanager
+def _environment(extra: dict[str, str]) -> Iterator[None]:
+    before = {k: os.environ.get(k) for k in extra}
+    os.environ.update(extra)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def as_dict(result: Any) -> Any:
+    return asdict(result) if is_dataclass(result) else result
+
+
+def run_request(request: LaunchRequest, print_result: bool = False) -> Any:
+    """Run the request's entry point here; returns the stage's result (PipelineResult, TrainResult, ...)."""
+    with _environment(request.env):
+        plan = plan_for(request)  # bad input stops here, before any run exists
+        from pipeline.stages import build, evaluate, pipeline, register, train
+
+        adopted = request.run_id or (_child_of(request.parent_run_id, plan) if request.parent_run_id else None)
+        with _environment({"MLFLOW_RUN_ID": adopted} if adopted else {}):
+            if request.stage == "main":
+                result = pipeline.run_pipeline(plan)
+            elif request.stage == "build":
+                result = build.build(plan)
+            elif request.stage == "train":
+                result = train.train(plan)
+            elif request.stage == "evaluate":
+                result = evaluate.evaluate(plan, request.stage_args["policy"])
+            else:
+                result = register.register(plan, request.stage_args["run_id"])
+    data = as_dict(result)
+    if request.result_json:
+        Path(request.result_json).parent.mkdir(parents=True, exist_ok=True)
+        Path(request.result_json).write_text(json.dumps(data, indent=2, default=str))
+    if print_result:
+        print(RESULT_MARKER + json.dumps(data, default=str), flush=True)
+    return result
+
+
+def _child_of(parent_run_id: str, plan) -> str:
+    """A run under `parent_run_id` for the pipeline's top run to adopt, made once the config is valid."""
+    import mlflow
+
+    from pipeline.stages.common import experiment_for
+
+    experiment_id = experiment_for(plan)
+    run = mlflow.MlflowClient().create_run(experiment_id, tags={"mlflow.parentRunId": parent_run_id})
+    return run.info.run_id

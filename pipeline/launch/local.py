@@ -1,0 +1,149 @@
+"""Carry out a launch request as a local child process: `python -m pipeline.cli run-request --from-env ...`.
+
+The request travels as JSON in the child's environment (no command line is built from user values). The
+child gets its own process group and SIGTERM when its parent dies however it dies (PR_SET_PDEATHSIG), so
+no training outlives the guide API or the cron runner that started it; cancelling sends SIGTERM, on which
+the trainer saves its checkpoint and its MLflow run ends KILLED.
+"""
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import json
+import os
+import signal
+import sys
+import tempfile
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, TextIO
+
+from pipeline.launch.request import LaunchRequest
+from pipeline.paths import REPO_ROOT
+
+REQUEST_ENV = "PIPELINE_LAUNCH_REQUEST"
+KILLED_CODES = (-2, -15, 130, 143)  # SIGINT/SIGTERM, as a signal or as the shell's 128+n
+CHUNK = 64 * 1024
+TAIL_LINES = 15
+MAX_LINE = 8 * 1024  # of an overlong stderr line, the tail kept for the error message
+
+
+@dataclass
+class Outcome:
+    """How a launched request ended: the stage's result when it wrote one, else why not."""
+
+    status: str  # FINISHED, FAILED or KILLED
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    exit_code: int | None = None
+    tail: list[str] = field(default_factory=list)
+
+
+def die_with_parent() -> None:
+    """In the child, before exec: own process group (a Ctrl-C aimed at the parent is the parent's to
+    handle) and SIGTERM when the parent dies, however it dies."""
+    os.setpgid(0, 0)
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def child_command(python: str = sys.executable) -> list[str]:
+    return [python, "-m", "pipeline.cli", "run-request", "--from-env", REQUEST_ENV]
+
+
+def child_environment(request: LaunchRequest, base: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in (os.environ if base is None else base).items() if k != "MLFLOW_RUN_ID"}
+    env.update(request.env)  # e.g. MLFLOW_TRACKING_URI of an orchestrator given one explicitly
+    env["PYTHONUNBUFFERED"] = "1"
+    env[REQUEST_ENV] = request.to_json()
+    return env
+
+
+def error_of(tail: list[str]) -> str:
+    """The child's last `error:` line, else its last line."""
+    errors = [line for line in tail if line.startswith("error:")]
+    if errors:
+        return errors[-1][len("error:"):].strip()
+    last = [line for line in tail if line.strip()]
+    return last[-1].strip() if last else ""
+
+
+class LineTail:
+    """The last lines of a byte stream read in chunks: a line longer than any buffer cannot break it."""
+
+    def __init__(self, echo: TextIO | None) -> None:
+        self.lines: deque[str] = deque(maxlen=TAIL_LINES)
+        self.partial = b""
+        self.echo = echo
+
+    def feed(self, chunk: bytes) -> None:
+        if self.echo is not None:
+            self.echo.write(chunk.decode(errors="replace"))
+            self.echo.flush()
+        *complete, self.partial = (self.partial + chunk).split(b"\n")
+        self.partial = self.partial[-MAX_LINE:]
+        for raw in complete:
+            self.lines.append(raw[-MAX_LINE:].decode(errors="replace").rstrip())
+
+    def close(self) -> list[str]:
+        if self.partial:
+            self.lines.append(self.partial.decode(errors="replace").rstrip())
+            self.partial = b""
+        return list(self.lines)
+
+
+class LocalProcessExecutor:
+    def __init__(self, python: str = sys.executable, cwd: Path = REPO_ROOT, echo: TextIO | None = sys.stderr):
+        self.python, self.cwd, self.echo = python, Path(cwd), echo
+
+    async def run(self, request: LaunchRequest, on_spawn: Callable[[int], None] | None = None,
+                  cancel: asyncio.Event | None = None) -> Outcome:
+        with tempfile.TemporaryDirectory(prefix="launch-") as tmp:
+            if request.result_json is None:
+                request = replace(request, result_json=str(Path(tmp) / "result.json"))
+            proc = await asyncio.create_subprocess_exec(
+                *child_command(self.python), cwd=str(self.cwd), env=child_environment(request),
+                stdin=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, preexec_fn=die_with_parent)
+            if on_spawn is not None:
+                on_spawn(proc.pid)
+            tail = LineTail(self.echo)
+            cancel = cancel or asyncio.Event()
+
+            async def pump() -> None:
+                assert proc.stderr is not None
+                while chunk := await proc.stderr.read(CHUNK):
+                    tail.feed(chunk)
+
+            async def stop_on_cancel() -> None:
+                await cancel.wait()
+                if proc.returncode is None:
+                    proc.terminate()  # SIGTERM: the trainer saves its checkpoint and the run ends KILLED
+
+            watcher = asyncio.create_task(stop_on_cancel())
+            try:
+                await pump()
+                code = await proc.wait()
+            except asyncio.CancelledError:
+                if proc.returncode is None:
+                    proc.terminate()
+                    await proc.wait()
+                raise
+            finally:
+                watcher.cancel()
+            lines = tail.close()
+            result_path = Path(request.result_json)
+            if code == 0 and result_path.exists():
+                result = json.loads(result_path.read_text())
+                return Outcome(result.get("status", "FINISHED") if isinstance(result, dict) else "FINISHED",
+                               result, exit_code=code, tail=lines)
+            status = "KILLED" if code in KILLED_CODES or cancel.is_set() else "FAILED"
+            return Outcome(status, None, error_of(lines) or f"exit code {code}", code, lines)
+
+
+def run_blocking(request: LaunchRequest, **kwargs: Any) -> Outcome:
+    """The same, for callers without an event loop (MLflow entry points, scripts)."""
+    return asyncio.run(LocalProcessExecutor(**kwargs).run(request))

@@ -1,0 +1,177 @@
+"""The learning table: every asset x applicable algorithm, on its default config, over seeds.
+
+    make bench-learning                                        # everything, 3 seeds (hours on 2 cores)
+    python scripts/bench_learning.py --cells push/poca push/ppo --seeds 0 1 2
+    python scripts/bench_learning.py --defaults --seeds 0      # each asset's default algorithm, one seed
+    python scripts/bench_learning.py --cells forage/ppo --set max_steps=50000   # extra Hydra overrides
+
+Each (asset, algorithm, seed) is one `python -m pipeline.run` (build, train, evaluate; registering is
+skipped by keeping the store private) in a fresh process with its own throw-away MLflow store, so the
+cells cannot disturb each other or your store. The config is the pair's default: conf/algorithm/<alg>.yaml
+plus conf/tuning/<asset>_<alg>.yaml when present. Per cell the table gives the evaluated success rate
+(mean over seeds with a 95% t-interval across seeds, and each seed's value; every seed is judged on the
+same 100 seeded episodes), mean episode reward, the train stage's wall time and agent steps/s, next to the
+scripted heuristic and the random policy on the same episodes. Results are appended to bench/results.md.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+# asset -> its default algorithm first, then the others, with why they are a poor fit (shown in the table).
+APPLICABLE: dict[str, dict[str, str]] = {
+    "nav": {"ppo": "", "sac": "", "poca": "poor fit: one agent, no group; POCA is PPO with extra cost"},
+    "patrol": {"ppo": "", "sac": "", "poca": "poor fit: one agent, no group; POCA is PPO with extra cost"},
+    "push": {"poca": "", "ppo": "poor fit: group reward only, no credit assignment",
+             "sac": "poor fit: group reward only, no credit assignment"},
+    "forage": {"ppo": "", "sac": "discrete SAC", "poca": "poor fit: one agent, no group; POCA is PPO with extra cost"},
+}
+GOAL = 0.9  # the default algorithm should reach >= 0.9 x the heuristic's success...
+GOAL_MINUTES = 10  # ...within this many minutes of training on 2 cores
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571}  # two-sided 95% t quantiles by degrees of freedom
+
+
+@dataclass
+class Cell:
+    asset: str
+    algorithm: str
+    successes: list[float] = field(default_factory=list)
+    rewards: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+    steps: list[int] = field(default_factory=list)
+    heuristic: float | None = None
+    random: float | None = None
+    failed: list[str] = field(default_factory=list)
+
+    @property
+    def default(self) -> bool:
+        return next(iter(APPLICABLE[self.asset])) == self.algorithm
+
+
+def mean_ci(values: list[float]) -> tuple[float, float, float]:
+    m = sum(values) / len(values)
+    if len(values) < 2:
+        return m, float("nan"), float("nan")
+    sd = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
+    half = T95.get(len(values) - 1, 1.96) * sd / math.sqrt(len(values))
+    return m, max(0.0, m - half), min(1.0, m + half)
+
+
+def run_cell(asset: str, algorithm: str, seed: int, extra: list[str], episodes: int) -> dict:
+    """One pipeline run (build, train, evaluate) in a private store; returns its train and evaluation figures."""
+    import mlflow
+
+    with tempfile.TemporaryDirectory(prefix=f"bench-{asset}-{algorithm}-") as tmp:
+        uri = f"sqlite:///{tmp}/mlflow.db"
+        env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_EXPERIMENT_NAME": "bench-learning"}
+        env.pop("MLFLOW_RUN_ID", None)
+        cmd = [sys.executable, "-m", "pipeline.run", f"asset={asset}", f"algorithm={algorithm}", f"seed={seed}",
+               f"results_dir={tmp}/results", f"evaluation.episodes={episodes}", *extra]
+        log = Path(tmp) / "run.log"
+        start = time.monotonic()
+        with log.open("w") as out:
+            code = subprocess.call(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+        elapsed = time.monotonic() - start
+        if code != 0:
+            raise RuntimeError(f"{' '.join(cmd[2:])} exited {code}: {log.read_text()[-600:]}")
+        client = mlflow.MlflowClient(uri)
+        exp = client.get_experiment_by_name("bench-learning")
+        runs = {r.info.run_name.split("-")[0]: r for r in client.search_runs([exp.experiment_id])}
+        train, ev = runs["train"], runs["evaluate"]
+        seconds = (train.info.end_time - train.info.start_time) / 1000
+        params = train.data.params
+        top = params.get("max_steps")
+        steps = int(top if top not in (None, "None") else params["algorithm.max_steps"])  # max_steps=N wins
+        m = ev.data.metrics
+        return {"success": m["eval/success_rate"], "reward": m["eval/mean_reward"], "seconds": seconds,
+                "steps": steps, "heuristic": m.get("baseline/heuristic/success_rate"),
+                "random": m.get("baseline/random/success_rate"), "wall": elapsed}
+
+
+def table(cells: list[Cell]) -> list[str]:
+    rows = ["| asset | algorithm | seeds | success (95% CI over seeds) | per seed | mean reward | train time | "
+            "steps/s | heuristic | random | note |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for c in cells:
+        note = APPLICABLE[c.asset][c.algorithm]
+        if c.failed:
+            note = (note + "; " if note else "") + f"failed: {'; '.join(c.failed)[:200]}"
+        if not c.successes:
+            rows.append(f"| {c.asset} | {c.algorithm} | 0 | — | — | — | — | — | — | — | {note or 'not run'} |")
+            continue
+        m, lo, hi = mean_ci(c.successes)
+        ci = f"{m:.0%} ({lo:.0%}–{hi:.0%})" if len(c.successes) > 1 else f"{m:.0%}"
+        minutes = sum(c.seconds) / len(c.seconds) / 60
+        rate = sum(s / t for s, t in zip(c.steps, c.seconds)) / len(c.steps)
+        if c.default and c.heuristic:
+            met = m >= GOAL * c.heuristic and minutes <= GOAL_MINUTES
+            note = (note + "; " if note else "") + (f"default: goal {'met' if met else 'not met'} "
+                                                    f"(>= {GOAL} x heuristic in <= {GOAL_MINUTES} min)")
+        rows.append(f"| {c.asset} | {'**' + c.algorithm + '**' if c.default else c.algorithm} | {len(c.successes)} | "
+                    f"{ci} | {', '.join(f'{s:.2f}' for s in c.successes)} | "
+                    f"{sum(c.rewards) / len(c.rewards):.2f} | {minutes:.1f} min | {rate:,.0f} | "
+                    f"{c.heuristic:.0%} | {c.random:.0%} | {note} |")
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cells", nargs="*", help="asset/algorithm pairs (default: every applicable pair)")
+    p.add_argument("--defaults", action="store_true", help="only each asset's default algorithm")
+    p.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
+    p.add_argument("--episodes", type=int, default=100, help="evaluation episodes per seed")
+    p.add_argument("--set", nargs="*", default=[], help="extra Hydra overrides for every run")
+    p.add_argument("--note", default="", help="a line added to the results section (e.g. how loaded the box was)")
+    p.add_argument("--no-append", action="store_true", help="print the table only")
+    args = p.parse_args()
+
+    pairs = [tuple(c.split("/")) for c in args.cells] if args.cells else [
+        (a, alg) for a, algs in APPLICABLE.items() for alg in (list(algs)[:1] if args.defaults else algs)]
+    for asset, algorithm in pairs:
+        if algorithm not in APPLICABLE.get(asset, {}):
+            p.error(f"{asset}/{algorithm} is not in the table; pairs: "
+                    + ", ".join(f"{a}/{x}" for a, xs in APPLICABLE.items() for x in xs))
+    cells = [Cell(a, alg) for a, alg in pairs]
+    for cell in cells:
+        for seed in args.seeds:
+            print(f"[bench-learning] {cell.asset}/{cell.algorithm} seed {seed} ...", flush=True)
+            try:
+                r = run_cell(cell.asset, cell.algorithm, seed, args.set, args.episodes)
+            except RuntimeError as exc:
+                cell.failed.append(f"seed {seed}: {str(exc).splitlines()[0]}")
+                print(f"[bench-learning]   failed: {exc}", flush=True)
+                continue
+            cell.successes.append(r["success"])
+            cell.rewards.append(r["reward"])
+            cell.seconds.append(r["seconds"])
+            cell.steps.append(r["steps"])
+            cell.heuristic, cell.random = r["heuristic"], r["random"]
+            print(f"[bench-learning]   success {r['success']:.0%}, reward {r['reward']:.2f}, "
+                  f"train {r['seconds'] / 60:.1f} min ({r['steps'] / r['seconds']:,.0f} steps/s); "
+                  f"heuristic {r['heuristic']:.0%}", flush=True)
+    rows = table(cells)
+    print("\n".join(rows))
+    if not args.no_append:
+        from bench import append_results  # scripts/bench.py: the dated section with the machine
+
+        lines = [f"seeds {args.seeds}, {args.episodes} evaluation episodes per seed, default configs"
+                 + (f", overrides {args.set}" if args.set else "")]
+        if args.note:
+            lines.append(args.note)
+        append_results("learning table", lines)
+        with (REPO / "bench" / "results.md").open("a") as f:
+            f.write("\n" + "\n".join(rows) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Test support: fixtures and test doubles the tests share (never imported by the product)."""

@@ -1,0 +1,193 @@
+"""A real Ray cluster on this machine for the tests: a head node with no CPUs and worker nodes with one CPU each.
+
+Each node is its own `ray start` process tree in its own session (so each can be stopped, or killed as a
+"lost node", by its process group without touching any other Ray on the box). All nodes are on the
+loopback address and share the head's temp dir (Ray only lets the head choose it); Ray numbers each
+node's raylet and plasma sockets in the session, so several nodes on one host do not collide as they do
+under the default /tmp/ray when started by different users/sessions (ray#44431). Why not network
+namespaces: they need root and `ip netns`, which CI boxes often lack; why not `ray.cluster_utils.Cluster`:
+its nodes live in the test process, so a node cannot be killed the way a machine dies. Each worker gets a
+custom resource `node_<name>` so a test can tell which node ran a job.
+
+Ray gives its dashboard 20 s to come up (a hard-coded poll); under load on 2 cores it needs longer, so
+`ray start` runs with that poll slowed down. The Jobs API needs the dashboard.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+PYTHON = sys.executable
+# `ray start`, with the dashboard's start-up poll 10x slower (so 200 s instead of 20 s).
+RAY_START = """
+import sys, time, types
+import ray._private.services as services
+slow = types.ModuleType("time"); slow.__dict__.update(time.__dict__); slow.sleep = lambda s: time.sleep(s * 10)
+services.time = slow
+from ray.scripts.scripts import main
+sys.argv[0] = "ray"
+main()
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RayUnavailable(RuntimeError):
+    pass
+
+
+@dataclass
+class Node:
+    name: str
+    pgid: int
+    resource: str | None = None  # the custom resource naming it (workers)
+    node_id: str | None = None
+
+
+@dataclass
+class RayCluster:
+    base: Path
+    workers: tuple[str, ...] = ("a", "b")
+    nodes: dict[str, Node] = field(default_factory=dict)
+    port: int = 0
+    dashboard_port: int = 0
+
+    @property
+    def address(self) -> str:
+        """The GCS address: RAY_ADDRESS for ray.init, `ray start --address`, the Hydra launcher."""
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def dashboard_url(self) -> str:
+        """The Jobs API address (JobSubmissionClient, `ray job submit`, the MLflow backend)."""
+        return f"http://127.0.0.1:{self.dashboard_port}"
+
+    def _start(self, name: str, args: list[str], timeout: float) -> Node:
+        env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS",)}
+        env["RAY_USAGE_STATS_ENABLED"] = "0"
+        with open(self.base / f"ray-start-{name}.log", "w") as log:
+            proc = subprocess.Popen([PYTHON, "-c", RAY_START, "start", "--node-ip-address", "127.0.0.1",
+                                     "--disable-usage-stats", *args], stdout=log, stderr=subprocess.STDOUT, env=env,
+                                    cwd=self.base, start_new_session=True)  # its own process group: the node
+        node = Node(name, proc.pid)
+        self.nodes[name] = node
+        try:
+            code = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            code = None
+        if code != 0:
+            text = (self.base / f"ray-start-{name}.log").read_text()[-3000:]
+            raise RayUnavailable(f"`ray start` of node {name} failed ({code}):\n{text}")
+        return node
+
+    def start(self, timeout: float = 240) -> RayCluster:
+        self.base.mkdir(parents=True, exist_ok=True)
+        self.port, self.dashboard_port = free_port(), free_port()
+        self._start("head", ["--head", "--port", str(self.port), "--num-cpus", "0",
+                             "--temp-dir", str(self.base / "ray"), "--dashboard-host", "127.0.0.1",
+                             "--dashboard-port", str(self.dashboard_port), "--include-dashboard", "true",
+                             "--ray-client-server-port", str(free_port()),
+                             "--dashboard-agent-listen-port", str(free_port())], timeout)
+        for name in self.workers:
+            self.add_worker(name, timeout)
+        self.wait_for_nodes(timeout)
+        return self
+
+    def add_worker(self, name: str, timeout: float = 120) -> Node:
+        node = self._start(name, ["--address", self.address, "--num-cpus", "1",
+                                  "--resources", json.dumps({f"node_{name}": 1}),
+                                  "--dashboard-agent-listen-port", str(free_port())], timeout)
+        node.resource = f"node_{name}"
+        return node
+
+    def alive_nodes(self) -> list[dict]:
+        """Nodes the cluster sees alive (the dashboard's state API; no driver joins the cluster)."""
+        from ray.util.state import list_nodes
+
+        try:
+            nodes = list_nodes(address=self.dashboard_url, timeout=30, raise_on_missing_output=False)
+        except Exception:  # noqa: BLE001  the dashboard not answering yet reads as "no node yet"
+            return []
+        return [{"id": n.node_id, "res": n.resources_total or {}} for n in nodes if n.state == "ALIVE"]
+
+    def wait_for_nodes(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            nodes = self.alive_nodes()
+            for node in self.nodes.values():
+                for n in nodes:
+                    if node.resource and node.resource in n["res"]:
+                        node.node_id = n["id"]
+            if all(node.node_id for node in self.nodes.values() if node.resource):
+                return
+            time.sleep(2)
+        raise RayUnavailable(f"worker nodes did not join within {timeout:.0f} s")
+
+    def node_named(self, node_id: str) -> str | None:
+        return next((n.name for n in self.nodes.values() if n.node_id == node_id), None)
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """The node dies as a machine would: its whole process group at once."""
+        node = self.nodes.pop(name)
+        try:
+            os.killpg(node.pgid, sig)
+        except ProcessLookupError:
+            pass
+
+    def stop(self) -> None:
+        """Stop every node this cluster started (by process group; never `ray stop`, which stops every Ray
+        of this user on the machine)."""
+        for node in list(self.nodes.values()):
+            try:
+                os.killpg(node.pgid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 15
+        for node in list(self.nodes.values()):
+            while time.monotonic() < deadline and _group_alive(node.pgid):
+                time.sleep(0.2)
+            if _group_alive(node.pgid):
+                os.killpg(node.pgid, signal.SIGKILL)
+        self.nodes.clear()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[RayCluster]:
+    """One cluster for the whole test session, skipped (with why) if Ray cannot start."""
+    # Short: Ray's unix socket paths (under <temp dir>/session_*/sockets/) must fit in 107 bytes.
+    base = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
+    cluster = RayCluster(base)
+    try:
+        cluster.start()
+    except (RayUnavailable, OSError) as exc:
+        cluster.stop()
+        pytest.skip(f"a local Ray cluster cannot start on this machine: {exc}")
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(base, ignore_errors=True)
