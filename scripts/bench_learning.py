@@ -73,7 +73,7 @@ def run_cell(asset: str, algorithm: str, seed: int, extra: list[str], episodes: 
 
     with tempfile.TemporaryDirectory(prefix=f"bench-{asset}-{algorithm}-") as tmp:
         uri = f"sqlite:///{tmp}/mlflow.db"
-        env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_EXPERIMENT_NAME": "bench-learning"}
+        env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
         env.pop("MLFLOW_RUN_ID", None)
         cmd = [sys.executable, "-m", "pipeline.run", f"asset={asset}", f"algorithm={algorithm}", f"seed={seed}",
                f"results_dir={tmp}/results", f"evaluation.episodes={episodes}", *extra]
@@ -85,8 +85,8 @@ def run_cell(asset: str, algorithm: str, seed: int, extra: list[str], episodes: 
         if code != 0:
             raise RuntimeError(f"{' '.join(cmd[2:])} exited {code}: {log.read_text()[-600:]}")
         client = mlflow.MlflowClient(uri)
-        exp = client.get_experiment_by_name("bench-learning")
-        runs = {r.info.run_name.split("-")[0]: r for r in client.search_runs([exp.experiment_id])}
+        ids = [e.experiment_id for e in client.search_experiments()]  # a private store: all of it is this cell
+        runs = {r.info.run_name.split("-")[0]: r for r in client.search_runs(ids)}
         train, ev = runs["train"], runs["evaluate"]
         seconds = (train.info.end_time - train.info.start_time) / 1000
         params = train.data.params

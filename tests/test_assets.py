@@ -168,15 +168,6 @@ def test_discrete_actions_outside_a_branch_are_refused():
         env.set_actions("ForagerAgent", ActionTuple(discrete=np.zeros((2, 1), np.int32)))
 
 
-@pytest.mark.parametrize("name", ["push", "forage"])
-def test_heuristic_is_a_strong_baseline_and_random_is_not(name):
-    world = SIMULATIONS[name]
-    heuristic = rollout.run_episodes(world, world.heuristic, 100, 10_000)
-    random = rollout.run_episodes(world, rollout.random_policy_for(world, 0), 100, 10_000)
-    assert heuristic.success_rate >= 0.9 and random.success_rate <= 0.05
-    assert rollout.run_episodes(world, world.heuristic, 100, 10_000).rewards == heuristic.rewards  # seeded
-
-
 # --- ONNX: Unity's contract for discrete outputs and masks --------------------------------------
 @pytest.fixture(scope="module")
 def forage_onnx(tmp_path_factory) -> Path:

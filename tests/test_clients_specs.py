@@ -111,7 +111,7 @@ BAD = [
      "UnityAssetSpec.name must be a string, got NoneType None (e.g. name=\"NavigationAgent\" (the Behavior Name in "
      "Unity))"),
     (lambda: TrainingJob("../etc", UnityAssetSpec(**NAV), RLTrainingConfig()), ValueError,
-     "TrainingJob.job_id must be a plain name: 1-64 letters, digits, '.', '_' or '-', starting with a letter or "
+     "TrainingJob.job_id must be a plain name: 1-255 letters, digits, '.', '_' or '-', starting with a letter or "
      "digit, no '/' or '..'; got '../etc' (e.g. job_id=\"nav-nightly\")"),
     (lambda: TrainingJob("a..b", UnityAssetSpec(**NAV), RLTrainingConfig()), ValueError,
      "TrainingJob.job_id must be a plain name"),

@@ -5,8 +5,8 @@ imported), so it runs in about a second and fails on the change that breaks the 
 Cycles count imports inside functions too: a lazy import hides a cycle from Python's import machinery, not from
 the design (the two modules still need each other and cannot be understood or tested apart). Imports under
 `if TYPE_CHECKING:` never run and are not counted. Importing `a.b.c` also runs `a/__init__.py` and
-`a/b/__init__.py`; those implicit edges are left out of the cycle check (a package re-exporting its own modules
-is not a cycle) but are followed when checking what importing config loads.
+`a/b/__init__.py` first: those count, except a module's own enclosing packages (already running when it runs,
+so a package that re-exports its own modules is not a cycle).
 """
 from __future__ import annotations
 
@@ -48,6 +48,12 @@ FORBIDDEN = {
 ALLOWED = {
     ("pipeline.offline.training", "pipeline.stages.common"):
         "hybrid pre-training opens its own child runs with the stages' tags (issue 16: pass parent runs explicitly)",
+}
+# Cycles known and not yet broken, each with its way out: a cycle whose modules all lie in these packages.
+KNOWN_CYCLES = {
+    ("mlops_unity_pipeline", "pipeline.scheduling"):
+        "the scheduler uses the guide's job dataclasses, and the guide's package __init__ imports the scheduler, "
+        "so `import pipeline.scheduling.runner` alone fails; the dataclasses belong below both (issue 16)",
 }
 # Importing config must stay cheap: none of these may load, however indirectly, at module level.
 HEAVY = ("mlflow", "torch", "mlagents", "onnx", "onnxruntime", "matplotlib", "google", "ray", "psycopg", "optuna",
@@ -148,19 +154,32 @@ def test_no_import_cycles(code):
     for m, found in imports.items():
         for imp in found:
             target = _ours(imp.target, modules)
-            if target and target != m:
-                graph[m].setdefault(target, imp)
-    cycles = _cycles(graph)
-    described = []
-    for cycle in cycles:
+            if target is None:
+                continue
+            for runs in [*_packages(target), target]:  # importing a.b.c runs a/__init__, a/b/__init__, then a.b.c
+                if runs != m and runs in modules and runs not in _packages(m):
+                    graph[m].setdefault(runs, imp)
+    described, known = [], set()
+    for component, cycle in _cycles(graph):
+        excused = [k for k in KNOWN_CYCLES if all(any(_matches(m, p) for p in k) for m in component)]
+        if excused:
+            known.update(excused)
+            continue
         steps = [graph[a][b] for a, b in zip(cycle, cycle[1:] + cycle[:1])]
         described.append(" -> ".join(f"{s.source} ({s.where(modules)}{'' if s.module_level else ', in a function'})"
                                      for s in steps) + f" -> {cycle[0]}")
     assert not described, "import cycles:\n" + "\n".join(described)
+    assert not set(KNOWN_CYCLES) - known, f"known cycles now broken, remove them: {set(KNOWN_CYCLES) - known}"
 
 
-def _cycles(graph: dict[str, dict[str, Import]]) -> list[list[str]]:
-    """One cycle per strongly connected component of more than one module (Tarjan, iteratively)."""
+def _packages(module: str) -> list[str]:
+    """The packages whose __init__ runs before `module` does: `a.b.c` -> [a, a.b]."""
+    parts = module.split(".")
+    return [".".join(parts[:end]) for end in range(1, len(parts))]
+
+
+def _cycles(graph: dict[str, dict[str, Import]]) -> list[tuple[list[str], list[str]]]:
+    """(modules, one cycle through them) per strongly connected component of more than one module (Tarjan)."""
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     stack: list[str] = []
@@ -198,7 +217,7 @@ def _cycles(graph: dict[str, dict[str, Import]]) -> list[list[str]]:
                         break
                 if len(component) > 1:
                     components.append(sorted(component))
-    return [_a_cycle(graph, set(c)) for c in components]
+    return [(c, _a_cycle(graph, set(c))) for c in components]
 
 
 def _a_cycle(graph: dict[str, dict[str, Import]], component: set[str]) -> list[str]:
@@ -256,8 +275,7 @@ def _heavy_chain(start: str, modules: dict[str, Path], imports: dict[str, list[I
     queue = [start]
     while queue:
         m = queue.pop(0)
-        parents = [".".join(m.split(".")[:i]) for i in range(1, m.count(".") + 1)]
-        nexts = [p for p in parents if p in modules]
+        nexts = [p for p in _packages(m) if p in modules]
         for imp in imports[m]:
             if not imp.module_level:
                 continue

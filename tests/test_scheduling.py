@@ -58,7 +58,7 @@ class ScriptedLauncher:
 
     async def run(self, job, schedule_id, minute, on_spawn, cancel):
         key = (schedule_id, minute, job.asset_spec.asset_id)
-        resume = [o.split("=", 1)[1] for o in job.rl_config.overrides if o.startswith("resume=")]
+        resume = [job.resume_run_id] if job.resume_run_id else []  # a FireJob (scheduling/launcher.py)
         assert key not in self.launched or resume, f"launched twice: {key}"
         self.launched.append(key)
         self.resumed += resume

@@ -174,8 +174,9 @@ def test_a_scheduled_pipeline_run_leaks_no_secret_anywhere(store, tmp_path, monk
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key_file))
     monkeypatch.setenv("CLOUDSDK_CONFIG", str(secrets_dir / "gcloud"))
     monkeypatch.setenv("NO_GCE_CHECK", "True")
-    # The orchestrator's tracking URI carries a password; $MLFLOW_TRACKING_URI (the test store) wins over it,
-    # so the runs land in the test store while the password-bearing URI goes through the whole config path.
+    # The job's tracking.tracking_uri carries a password; $MLFLOW_TRACKING_URI (the test store) wins over a config
+    # value, so the runs land in the test store while the password-bearing URI goes through the whole config path.
+    # (An orchestrator's explicit tracking_uri would win over the environment: the guide's promise, issue 12.)
     db_uri = f"postgresql://mlflow:{secrets['tracking uri password']}@db.invalid:5432/mlflow"
     tracer = f"trace{uuid.uuid4().hex[:10]}"  # the schedule id: flows into every sink, so it must be found
 
@@ -188,11 +189,12 @@ def test_a_scheduled_pipeline_run_leaks_no_secret_anywhere(store, tmp_path, monk
     due = datetime.now(UTC).replace(hour=3, minute=0, second=0, microsecond=0)
     clock = ShiftedClock()
     try:
-        scheduler = TrainingScheduler(UnityMLOpsOrchestrator(tracking_uri=db_uri), max_concurrent_jobs=1,
+        scheduler = TrainingScheduler(UnityMLOpsOrchestrator(), max_concurrent_jobs=1,
                                       webhook_url=receiver.url, state_path=tmp_path / "scheduler.db", clock=clock)
         scheduler.add_schedule(TrainingSchedule(
             tracer, "0 3 * * *", [UnityAssetSpec(asset_id="nav-001", name="NavigationAgent")],
-            RLTrainingConfig(max_steps=2000, num_envs=1, overrides=tiny_overrides(tmp_path) + registry)))
+            RLTrainingConfig(max_steps=2000, num_envs=1,
+                             overrides=[*tiny_overrides(tmp_path), *registry, f"tracking.tracking_uri='{db_uri}'"])))
         clock.start(due - timedelta(seconds=1))
         ended = lambda: any(g["body"]["event"] in ("fire.succeeded", "fire.failed") for g in receiver.got)  # noqa: E731
         asyncio.run(run_until(scheduler, ended, timeout=300))

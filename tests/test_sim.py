@@ -93,7 +93,7 @@ def test_raycasts_see_walls_and_obstacles():
 def test_scripted_heuristic_is_a_strong_baseline_and_random_is_not(name):
     world = SIMULATIONS[name]
     heuristic = rollout.run_episodes(world, world.heuristic, 100, seed=10_000)
-    random = rollout.run_episodes(world, rollout.random_policy(2, 0), 100, seed=10_000)
+    random = rollout.run_episodes(world, rollout.random_policy_for(world, 0), 100, seed=10_000)
     assert heuristic.success_rate >= 0.85
     assert random.success_rate <= 0.05
     assert heuristic.success_ci95[0] <= heuristic.success_rate <= heuristic.success_ci95[1]

@@ -92,10 +92,23 @@ def check_group_choice(group: str, choice: Any) -> None:
     if isinstance(choice, str) and NAME.match(text) and ".." not in text:
         return
     options = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml")) if (CONF_DIR / group).is_dir() else []
+    default = _defaults().get(group)
+    options = [default] if default in options else options
     example = f"e.g. {group}={options[0]}" if options else "e.g. the name of a file in that group, without .yaml"
     raise ConfigError(f"{group}={text!r} is not allowed: a config-group choice must be the plain name of a config "
                       f"in conf/{group}/ (letters, digits, '_', '-' or '.'; no '/' or '..'), never a path: a path "
                       f"would load a YAML from outside conf/; {example}")
+
+
+def _defaults() -> dict[str, str]:
+    """conf/config.yaml's group defaults (asset: nav, ...): the example an error suggests."""
+    import yaml
+
+    try:
+        entries = yaml.safe_load((CONF_DIR / "config.yaml").read_text()).get("defaults", [])
+    except (OSError, AttributeError, yaml.YAMLError):
+        return {}
+    return {str(k): str(v) for e in entries if isinstance(e, dict) for k, v in e.items()}
 
 
 def _values(o) -> list[Any]:

@@ -71,81 +71,81 @@ def _num(x: float) -> str:
     return str(x)
 
 
-def I(low=None, high=None, example=None, **kw) -> Range:
+def Int(low=None, high=None, example=None, **kw) -> Range:
     return Range(int, low, high, example=example, **kw)
 
 
-def F(low=None, high=None, example=None, **kw) -> Range:
+def Num(low=None, high=None, example=None, **kw) -> Range:
     return Range(float, low, high, example=example, **kw)
 
 
-PROBABILITY = F(0.0, 1.0, 0.5)
+PROBABILITY = Num(0.0, 1.0, 0.5)
 NETWORK = {
-    "hidden_units": I(1, 4096, 128),
-    "num_layers": I(1, 32, 2),
-    "memory.sequence_length": I(1, 10_000, 64),
-    "memory.memory_size": I(2, 4096, 128),  # ML-Agents also wants it even
+    "hidden_units": Int(1, 4096, 128),
+    "num_layers": Int(1, 32, 2),
+    "memory.sequence_length": Int(1, 10_000, 64),
+    "memory.memory_size": Int(2, 4096, 128),  # ML-Agents also wants it even
 }
 
 # Dotted keys of the composed config; "*" stands for any one key (a reward signal's name).
 TABLE: dict[str, Range] = {
     # -- the pipeline's own keys ----------------------------------------------------------------------
-    "max_steps": I(1, BIG, 150000, optional=True),
-    "seed": I(0, INT32_MAX, 0),
-    "env.num_envs": I(1, 256, 2),
-    "env.num_areas": I(1, 4096, 16),
-    "env.time_scale": F(0.0, 100.0, 20.0, low_open=True),  # Unity caps Time.timeScale at 100
-    "env.timeout_wait": I(1, 86_400, 60),
-    "env.base_port": I(1024, 65_535, 5005),  # below 1024 needs root
-    "evaluation.episodes": I(1, 100_000, 100),
-    "evaluation.seed": I(0, INT32_MAX, 10000),
-    "registry.margin": F(0.0, None, 0.0),
-    "registry.tiebreak_margin": F(0.0, None, 0.0),
-    "registry.timeout_s": F(0.0, 86_400.0, 120.0, low_open=True),
-    "build.timeout_s": I(1, 7 * 86_400, 3600),
-    "mode.validation_fraction": F(0.0, 1.0, 0.1, high_open=True),
-    "mode.batch_size": I(1, 1 << 20, 256),
-    "mode.learning_rate": F(0.0, 1.0, 0.0003, low_open=True, optional=True),
-    "mode.awr_temperature": F(0.0, 1e6, 1.0, low_open=True),
-    "mode.awr_max_weight": F(0.0, 1e6, 20.0, low_open=True),
-    "mode.pretrain_steps": I(1, BIG, 200000, optional=True),
-    "mode.bc_strength": F(0.0, 1e6, 0.5),
-    "mode.bc_steps": I(0, BIG, 0),
+    "max_steps": Int(1, BIG, 150000, optional=True),
+    "seed": Int(0, INT32_MAX, 0),
+    "env.num_envs": Int(1, 256, 2),
+    "env.num_areas": Int(1, 4096, 16),
+    "env.time_scale": Num(0.0, 100.0, 20.0, low_open=True),  # Unity caps Time.timeScale at 100
+    "env.timeout_wait": Int(1, 86_400, 60),
+    "env.base_port": Int(1024, 65_535, 5005),  # below 1024 needs root
+    "evaluation.episodes": Int(1, 100_000, 100),
+    "evaluation.seed": Int(0, INT32_MAX, 10000),
+    "registry.margin": Num(0.0, None, 0.0),
+    "registry.tiebreak_margin": Num(0.0, None, 0.0),
+    "registry.timeout_s": Num(0.0, 86_400.0, 120.0, low_open=True),
+    "build.timeout_s": Int(1, 7 * 86_400, 3600),
+    "mode.validation_fraction": Num(0.0, 1.0, 0.1, high_open=True),
+    "mode.batch_size": Int(1, 1 << 20, 256),
+    "mode.learning_rate": Num(0.0, 1.0, 0.0003, low_open=True, optional=True),
+    "mode.awr_temperature": Num(0.0, 1e6, 1.0, low_open=True),
+    "mode.awr_max_weight": Num(0.0, 1e6, 20.0, low_open=True),
+    "mode.pretrain_steps": Int(1, BIG, 200000, optional=True),
+    "mode.bc_strength": Num(0.0, 1e6, 0.5),
+    "mode.bc_steps": Int(0, BIG, 0),
     # -- ML-Agents' TrainerSettings (algorithm.*), as mlagents-learn's YAML names them ----------------
-    "algorithm.max_steps": I(1, BIG, 150000),
-    "algorithm.summary_freq": I(1, BIG, 10000),
-    "algorithm.checkpoint_interval": I(1, BIG, 50000),
-    "algorithm.keep_checkpoints": I(1, 10_000, 3),
-    "algorithm.time_horizon": I(1, 1_000_000, 64),
-    "algorithm.hyperparameters.batch_size": I(1, 1 << 24, 512),
-    "algorithm.hyperparameters.buffer_size": I(1, 1 << 30, 8192),
-    "algorithm.hyperparameters.learning_rate": F(0.0, 1.0, 0.0003, low_open=True),
-    "algorithm.hyperparameters.num_epoch": I(1, 1000, 3),  # PPO, POCA
-    "algorithm.hyperparameters.beta": F(0.0, 1.0, 0.005),  # entropy bonus
-    "algorithm.hyperparameters.epsilon": F(0.0, 1.0, 0.2, low_open=True),  # policy-update clip
-    "algorithm.hyperparameters.lambd": F(0.0, 1.0, 0.95),  # GAE lambda
-    "algorithm.hyperparameters.buffer_init_steps": I(0, BIG, 0),  # SAC
-    "algorithm.hyperparameters.tau": F(0.0, 1.0, 0.005, low_open=True),
-    "algorithm.hyperparameters.steps_per_update": F(0.0, 1e6, 16.0, low_open=True),
-    "algorithm.hyperparameters.reward_signal_steps_per_update": F(0.0, 1e6, 16.0, low_open=True),
-    "algorithm.hyperparameters.init_entcoef": F(0.0, 1e3, 0.2, low_open=True),
+    "algorithm.max_steps": Int(1, BIG, 150000),
+    "algorithm.summary_freq": Int(1, BIG, 10000),
+    "algorithm.checkpoint_interval": Int(1, BIG, 50000),
+    "algorithm.keep_checkpoints": Int(1, 10_000, 3),
+    "algorithm.time_horizon": Int(1, 1_000_000, 64),
+    "algorithm.hyperparameters.batch_size": Int(1, 1 << 24, 512),
+    "algorithm.hyperparameters.buffer_size": Int(1, 1 << 30, 8192),
+    "algorithm.hyperparameters.learning_rate": Num(0.0, 1.0, 0.0003, low_open=True),
+    "algorithm.hyperparameters.num_epoch": Int(1, 1000, 3),  # PPO, POCA
+    "algorithm.hyperparameters.beta": Num(0.0, 1.0, 0.005),  # entropy bonus
+    "algorithm.hyperparameters.epsilon": Num(0.0, 1.0, 0.2, low_open=True),  # policy-update clip
+    "algorithm.hyperparameters.lambd": Num(0.0, 1.0, 0.95),  # GAE lambda
+    "algorithm.hyperparameters.buffer_init_steps": Int(0, BIG, 0),  # SAC
+    "algorithm.hyperparameters.tau": Num(0.0, 1.0, 0.005, low_open=True),
+    "algorithm.hyperparameters.steps_per_update": Num(0.0, 1e6, 16.0, low_open=True),
+    "algorithm.hyperparameters.reward_signal_steps_per_update": Num(0.0, 1e6, 16.0, low_open=True),
+    "algorithm.hyperparameters.init_entcoef": Num(0.0, 1e3, 0.2, low_open=True),
     **{f"algorithm.network_settings.{k}": r for k, r in NETWORK.items()},
-    "algorithm.reward_signals.*.gamma": F(0.0, 1.0, 0.99, low_open=True),
-    "algorithm.reward_signals.*.strength": F(0.0, 1e6, 1.0),
-    "algorithm.reward_signals.*.learning_rate": F(0.0, 1.0, 0.0003, low_open=True),
-    "algorithm.reward_signals.*.encoding_size": I(1, 4096, 64, optional=True),
+    "algorithm.reward_signals.*.gamma": Num(0.0, 1.0, 0.99, low_open=True),
+    "algorithm.reward_signals.*.strength": Num(0.0, 1e6, 1.0),
+    "algorithm.reward_signals.*.learning_rate": Num(0.0, 1.0, 0.0003, low_open=True),
+    "algorithm.reward_signals.*.encoding_size": Int(1, 4096, 64, optional=True),
     **{f"algorithm.reward_signals.*.network_settings.{k}": r for k, r in NETWORK.items()},
-    "algorithm.behavioral_cloning.steps": I(0, BIG, 0),
-    "algorithm.behavioral_cloning.strength": F(0.0, 1e6, 0.5),
-    "algorithm.behavioral_cloning.samples_per_update": I(0, BIG, 0),
-    "algorithm.behavioral_cloning.num_epoch": I(1, 1000, 3, optional=True),
-    "algorithm.behavioral_cloning.batch_size": I(1, 1 << 24, 512, optional=True),
-    "algorithm.self_play.save_steps": I(1, BIG, 20000),
-    "algorithm.self_play.team_change": I(1, BIG, 100000),
-    "algorithm.self_play.swap_steps": I(1, BIG, 2000),
-    "algorithm.self_play.window": I(1, 100_000, 10),
+    "algorithm.behavioral_cloning.steps": Int(0, BIG, 0),
+    "algorithm.behavioral_cloning.strength": Num(0.0, 1e6, 0.5),
+    "algorithm.behavioral_cloning.samples_per_update": Int(0, BIG, 0),
+    "algorithm.behavioral_cloning.num_epoch": Int(1, 1000, 3, optional=True),
+    "algorithm.behavioral_cloning.batch_size": Int(1, 1 << 24, 512, optional=True),
+    "algorithm.self_play.save_steps": Int(1, BIG, 20000),
+    "algorithm.self_play.team_change": Int(1, BIG, 100000),
+    "algorithm.self_play.swap_steps": Int(1, BIG, 2000),
+    "algorithm.self_play.window": Int(1, 100_000, 10),
     "algorithm.self_play.play_against_latest_model_ratio": PROBABILITY,
-    "algorithm.self_play.initial_elo": F(-1e9, 1e9, 1200.0),
+    "algorithm.self_play.initial_elo": Num(-1e9, 1e9, 1200.0),
 }
 
 
@@ -194,4 +194,5 @@ def _check_together(cfg: dict) -> None:
     num_envs = env.get("num_envs")
     if isinstance(seed, int) and isinstance(num_envs, int) and seed + num_envs - 1 > INT32_MAX:
         raise ConfigError(f"seed + env.num_envs - 1 must be <= {INT32_MAX} (environment worker i is seeded "
-                          f"seed + i), got seed={seed} with env.num_envs={num_envs} (e.g. seed={INT32_MAX - num_envs + 1})")
+                          f"seed + i), got seed={seed} with env.num_envs={num_envs} "
+                          f"(e.g. seed={INT32_MAX - num_envs + 1})")

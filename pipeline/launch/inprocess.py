@@ -49,7 +49,12 @@ def as_dict(result: Any) -> Any:
 def run_request(request: LaunchRequest, print_result: bool = False) -> Any:
     """Run the request's entry point here; returns the stage's result (PipelineResult, TrainResult, ...)."""
     with _environment(request.env):
-        plan = plan_for(request)  # bad input stops here, before any run exists
+        try:
+            plan = plan_for(request)  # bad input stops here, before any run exists
+        except Exception as exc:
+            if request.run_id:  # a run made for it already (mlflow run --backend ray): it failed, say why
+                _fail(request.run_id, exc)
+            raise
         from pipeline.stages import build, evaluate, pipeline, register, train
 
         adopted = request.run_id or (_child_of(request.parent_run_id, plan) if request.parent_run_id else None)
@@ -82,3 +87,15 @@ def _child_of(parent_run_id: str, plan) -> str:
     experiment_id = experiment_for(plan)
     run = mlflow.MlflowClient().create_run(experiment_id, tags={"mlflow.parentRunId": parent_run_id})
     return run.info.run_id
+
+
+def _fail(run_id: str, exc: BaseException) -> None:
+    import mlflow
+
+    from pipeline.redaction import redact_uri
+    from pipeline.tracking import store
+
+    store.configure()
+    client = mlflow.MlflowClient()
+    client.set_tag(run_id, "pipeline.error", redact_uri(f"{type(exc).__name__}: {exc}")[:5000])
+    client.set_terminated(run_id, "FAILED")

@@ -3,12 +3,12 @@
 The entry point's parameters become a launch request (pipeline/launch/request.py), exactly as
 `python -m pipeline.cli <entry point> ...` reads them, and the request runs as a Ray job whose pipeline
 run *is* the MLflow run `mlflow run` created (its params, then the stage runs as its children). Its status
-comes back from Ray: `mlflow run` waits and ends FINISHED or FAILED; `mlflow.projects.run(..., synchronous=False)` returns the
-`SubmittedRun` to poll or cancel.
+comes back from Ray: `mlflow run` waits (echoing the job's log) and exits non-zero if the job failed; with
+`"wait": false` it returns at once and the `SubmittedRun` polls or cancels the job.
 
 backend config (JSON): {"address": "http://<head>:8265" (default $RAY_ADDRESS), "num_cpus": null (default:
 env.num_envs), "python": the interpreter on the nodes (default this one), "working_dir": the checkout on
-the nodes (default the project directory), "submission_id": null (default "mlflow-<run id>")}.
+the nodes (default the project directory), "submission_id": null (default "mlflow-<run id>"), "wait": true}.
 """
 from __future__ import annotations
 
@@ -48,10 +48,33 @@ class RaySubmittedRun(SubmittedRun):
         return self._run_id
 
     def wait(self) -> bool:
-        while (state := self.executor.state(self.submission_id)) not in TERMINAL:
+        """Until the Ray job ends, echoing its log as it grows; then the run is ended as the job ended (the
+        pipeline ends its own run; this covers a job that died before it could)."""
+        import mlflow
+
+        shown = 0
+        while True:
+            state = self.executor.state(self.submission_id)
+            shown = self._echo(shown)
+            if state in TERMINAL:
+                break
             time.sleep(self.poll_seconds)
         self._note_node()
+        client = mlflow.MlflowClient()
+        if client.get_run(self._run_id).info.status == "RUNNING":
+            client.set_terminated(self._run_id, TERMINAL[state])
         return state == "SUCCEEDED"
+
+    def _echo(self, shown: int) -> int:
+        if self.executor.echo is None:
+            return shown
+        try:
+            text = self.executor.client.get_job_logs(self.submission_id)
+        except RuntimeError:
+            return shown
+        self.executor.echo.write(text[shown:])
+        self.executor.echo.flush()
+        return len(text)
 
     def get_status(self) -> str:
         state = self.executor.state(self.submission_id)
@@ -86,7 +109,8 @@ class RayProjectBackend(AbstractBackend):
         active_run = get_or_create_run(None, project_uri, experiment_id, work_dir, version, entry_point, params)
         run_id = active_run.info.run_id
         request.run_id = run_id
-        request.env.update({"MLFLOW_TRACKING_URI": tracking.get_tracking_uri(), "MLFLOW_EXPERIMENT_ID": str(experiment_id)})
+        request.env.update({"MLFLOW_TRACKING_URI": tracking.get_tracking_uri(),
+                            "MLFLOW_EXPERIMENT_ID": str(experiment_id)})
         executor = RayJobExecutor(address=config.get("address"), python=config.get("python") or _python(),
                                   cwd=config.get("working_dir") or work_dir, num_cpus=config.get("num_cpus"))
         submission_id = config.get("submission_id") or f"mlflow-{run_id}"
@@ -96,7 +120,14 @@ class RayProjectBackend(AbstractBackend):
             tracking.MlflowClient().set_terminated(run_id, "FAILED")
             raise RuntimeError(f"could not submit run {run_id} to Ray at {executor.address}: {exc}") from exc
         tracking.MlflowClient().set_tag(run_id, "ray.submission_id", submission_id)
-        return RaySubmittedRun(run_id, executor, submission_id)
+        submitted = RaySubmittedRun(run_id, executor, submission_id)
+        # `mlflow run` waits only for its built-in backends; like them, wait here unless told not to.
+        if config.get("wait", True) and not submitted.wait():
+            from mlflow.exceptions import ExecutionException
+
+            raise ExecutionException(f"Run (ID '{run_id}') failed: Ray job {submission_id} "
+                                     f"{executor.state(submission_id)}")
+        return submitted
 
 
 def _python() -> str:

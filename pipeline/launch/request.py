@@ -81,7 +81,8 @@ class LaunchRequest:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise RequestError(f"unknown launch request field(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+            raise RequestError(f"unknown launch request field(s): {', '.join(unknown)}; "
+                               f"known: {', '.join(sorted(known))}")
         return cls(**data)
 
 

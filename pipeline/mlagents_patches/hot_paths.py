@@ -16,6 +16,7 @@ most time_horizon floats; a vectorised filter would round differently), observat
 """
 from __future__ import annotations
 
+import gc
 import itertools
 from collections.abc import Callable
 from typing import Any
@@ -90,6 +91,7 @@ def agent_buffer_field_getitem(self, index, _get=list.__getitem__):
     return data
 
 
+_NO_GROUP: list = []  # see to_agentbuffer; never written to
 _FIELD_CLASS: list = []  # [AgentBufferField], set by _targets(); no import on this hot path
 
 
@@ -123,24 +125,33 @@ def to_agentbuffer(self):
         put(ObsUtil.get_name_at_next(i), [o[i] for o in next_seq])
 
     statuses = [e.group_status for e in steps]
-    put(BufferKey.GROUP_CONTINUOUS_ACTION, [[g.action.continuous for g in st] for st in statuses])
-    put(BufferKey.GROUP_DISCRETE_ACTION, [[g.action.discrete for g in st] for st in statuses])
-    put(BufferKey.GROUPMATE_REWARDS, [[g.reward for g in st] for st in statuses])
+    # A behaviour without agent groups (most) stores an empty list per step in eleven group fields. One shared
+    # empty list instead of 11 x buffer_size new ones: the update buffer then holds ~100k fewer objects for
+    # Python's cyclic GC to traverse (its full collections were ~15% of nav PPO's training loop). Nothing
+    # writes to these entries; ML-Agents only reads them (padded_to_batch, get_batch).
+    solo = not self.next_group_obs and not any(statuses)
+
+    def mates(pick, seq):
+        return [_NO_GROUP] * len(seq) if solo else [[pick(g) for g in st] for st in seq]
+
+    put(BufferKey.GROUP_CONTINUOUS_ACTION, mates(lambda g: g.action.continuous, statuses))
+    put(BufferKey.GROUP_DISCRETE_ACTION, mates(lambda g: g.action.discrete, statuses))
+    put(BufferKey.GROUPMATE_REWARDS, mates(lambda g: g.reward, statuses))
     put(BufferKey.GROUP_REWARD, [e.group_reward for e in steps])
     next_statuses = statuses[1:] + statuses[-1:]  # the last step repeats its own group's actions
-    put(BufferKey.GROUP_NEXT_CONT_ACTION, [[g.action.continuous for g in st] for st in next_statuses])
-    put(BufferKey.GROUP_NEXT_DISC_ACTION, [[g.action.discrete for g in st] for st in next_statuses])
+    put(BufferKey.GROUP_NEXT_CONT_ACTION, mates(lambda g: g.action.continuous, next_statuses))
+    put(BufferKey.GROUP_NEXT_DISC_ACTION, mates(lambda g: g.action.discrete, next_statuses))
     for i in range(num_obs):
-        put(GroupObsUtil.get_name_at(i), [[g.obs[i] for g in st] for st in statuses])
-        put(GroupObsUtil.get_name_at_next(i), [[g.obs[i] for g in st] for st in statuses[1:]]
-            + [[o[i] for o in self.next_group_obs]])
+        put(GroupObsUtil.get_name_at(i), mates(lambda g, i=i: g.obs[i], statuses))
+        put(GroupObsUtil.get_name_at_next(i), mates(lambda g, i=i: g.obs[i], statuses[1:])
+            + [[o[i] for o in self.next_group_obs] if not solo else _NO_GROUP])
 
     memories = [e.memory for e in steps if e.memory is not None]
     if memories:
         put(BufferKey.MEMORY, memories)
     put(BufferKey.MASKS, [1.0] * n)
     put(BufferKey.DONE, [e.done for e in steps])
-    put(BufferKey.GROUP_DONES, [[g.done for g in st] for st in statuses])
+    put(BufferKey.GROUP_DONES, mates(lambda g: g.done, statuses))
     actions = [e.action for e in steps]
     put(BufferKey.CONTINUOUS_ACTION, [a.continuous for a in actions])
     put(BufferKey.DISCRETE_ACTION, [a.discrete for a in actions])
@@ -162,8 +173,24 @@ def to_agentbuffer(self):
     return buf
 
 
+def start_learning(self, env_manager) -> None:
+    """TrainerController.start_learning with the start-up's objects out of the cyclic GC's way.
+
+    Python's full collections traverse every container alive, and a trainer process holds ~1M of them
+    from torch, ML-Agents and MLflow before its first step; they live until exit. gc.freeze() sets them
+    aside for the run (unfrozen after, so a later run in the same process starts clean). Training does
+    exactly the same work; only the collector scans less.
+    """
+    gc.freeze()
+    try:
+        return ORIGINALS["TrainerController.start_learning"](self, env_manager)
+    finally:
+        gc.unfreeze()
+
+
 def _targets():
     from mlagents.trainers.buffer import AgentBuffer, AgentBufferField
+    from mlagents.trainers.trainer_controller import TrainerController
     from mlagents.trainers.trajectory import Trajectory
 
     _FIELD_CLASS[:] = [AgentBufferField]
@@ -173,6 +200,7 @@ def _targets():
         "AgentBuffer.sample_mini_batch": (AgentBuffer, "sample_mini_batch", sample_mini_batch),
         "AgentBufferField.__getitem__": (AgentBufferField, "__getitem__", agent_buffer_field_getitem),
         "Trajectory.to_agentbuffer": (Trajectory, "to_agentbuffer", to_agentbuffer),
+        "TrainerController.start_learning": (TrainerController, "start_learning", start_learning),
     }
 
 

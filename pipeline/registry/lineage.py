@@ -97,7 +97,8 @@ def collect(run_id: str, eval_metrics: Optional[dict], workdir: Path) -> PolicyS
         onnx_sha256=file_sha256(onnx_path), config_sha256=_config_hash(client, run_id, workdir),
         git_commit=tags.get("git.commit", "unknown"), git_dirty=tags.get("git.dirty"),
         dataset_digests=sorted({d.dataset.digest for d in (run.inputs.dataset_inputs if run.inputs else [])
-                                if d.dataset.digest} | ({tags["dataset.digest"]} if tags.get("dataset.digest") else set())),
+                                if d.dataset.digest}
+                               | ({tags["dataset.digest"]} if tags.get("dataset.digest") else set())),
         evaluation=_evaluation(client, tags.get("pipeline.eval_run_id"), eval_metrics),
     )
 
@@ -113,7 +114,8 @@ def _config_hash(client: mlflow.MlflowClient, run_id: str, workdir: Path) -> Opt
     return hashlib.sha256(json.dumps(policy_cfg, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _evaluation(client: mlflow.MlflowClient, eval_run_id: Optional[str], eval_metrics: Optional[dict]) -> Optional[Evaluation]:
+def _evaluation(client: mlflow.MlflowClient, eval_run_id: Optional[str],
+                eval_metrics: Optional[dict]) -> Optional[Evaluation]:
     """The evaluate run's eval/* figures and protocol; else what the caller passed, protocol unknown."""
     if eval_run_id:
         try:

@@ -39,11 +39,13 @@ def labels_for(source: PolicySource, mlflow_model: str, mlflow_version: str, ext
     """Labels that lead from a Vertex version back to the MLflow model version and run."""
     labels = {"mlflow_model": vertex_rules.label_value(mlflow_model), "mlflow_version": mlflow_version,
               "mlflow_run_id": source.run_id, "asset": vertex_rules.label_value(source.asset_id),
-              "behavior": vertex_rules.label_value(source.behavior), "git_commit": vertex_rules.label_value(source.git_commit),
+              "behavior": vertex_rules.label_value(source.behavior),
+              "git_commit": vertex_rules.label_value(source.git_commit),
               "managed_by": "mlops-unity-pipeline"}
     clash = sorted(set(extra) & set(labels))
     if clash:
-        raise ConfigError(f"registry.vertex_labels: {', '.join(clash)} is set by the registry itself; choose other keys")
+        raise ConfigError(f"registry.vertex_labels: {', '.join(clash)} is set by the registry itself; "
+                          "choose other keys")
     return {**labels, **extra}
 
 
@@ -186,8 +188,9 @@ def _calling(target: VertexTarget, what: str, storage_api: bool = False) -> Iter
                           f"credentials in use ({target.credentials_source})") from None
     except (requests.exceptions.ConnectionError, requests.exceptions.Timeout, auth_errors.TransportError,
             api_errors.RetryError, api_errors.ServiceUnavailable, api_errors.DeadlineExceeded) as exc:
-        raise VertexError(f"Vertex AI: cannot reach {where} to {what} ({_short(exc)}); check the network"
-                          + (" and registry.api_endpoint/registry.storage_endpoint" if target.api_endpoint else "")) from None
+        endpoints = " and registry.api_endpoint/registry.storage_endpoint" if target.api_endpoint else ""
+        raise VertexError(f"Vertex AI: cannot reach {where} to {what} ({_short(exc)}); "
+                          f"check the network{endpoints}") from None
     except api_errors.GoogleAPICallError as exc:
         raise VertexError(f"Vertex AI: could not {what}: {_short(exc)}") from None
 

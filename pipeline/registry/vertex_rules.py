@@ -20,7 +20,10 @@ def label_value(text: str) -> str:
 
 
 def model_id_for(registered_model: str) -> str:
-    """The Vertex model ID mirroring an MLflow registered model: `nav-agent.NavigationAgent` -> `nav-agent-navigationagent`."""
+    """The Vertex model ID mirroring an MLflow registered model.
+
+    `nav-agent.NavigationAgent` -> `nav-agent-navigationagent`.
+    """
     candidate = label_value(registered_model).strip("-")
     if not candidate or not re.match(r"^[a-z_]", candidate):
         candidate = f"m-{candidate}"

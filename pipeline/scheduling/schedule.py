@@ -25,6 +25,13 @@ class ScheduleError(ValueError):
     """A schedule the runner refuses at load; the message names the field and the fix."""
 
 
+def check_schedule_id(schedule_id: str) -> None:
+    """Checked before anything is made from it (its jobs' ids start with it)."""
+    if not _ID.match(schedule_id or ""):
+        raise ScheduleError(f"schedule_id {schedule_id!r} must be 1-64 letters, digits, '_', '.' or '-', "
+                            "starting with a letter or digit (it names MLflow tags and webhook events)")
+
+
 @dataclass
 class Schedule:
     schedule_id: str
@@ -41,9 +48,7 @@ class Schedule:
     extra: dict = field(default_factory=dict)  # shown in `--list` (algorithm, mode, ...)
 
     def __post_init__(self) -> None:
-        if not _ID.match(self.schedule_id or ""):
-            raise ScheduleError(f"schedule_id {self.schedule_id!r} must be 1-64 letters, digits, '_', '.' or '-', "
-                                "starting with a letter or digit (it names MLflow tags and webhook events)")
+        check_schedule_id(self.schedule_id)
         if self.overlap not in OVERLAP_POLICIES:
             raise ScheduleError(f"{self.schedule_id}: overlap {self.overlap!r} is not a policy; "
                                 f"choose one of {', '.join(OVERLAP_POLICIES)}")

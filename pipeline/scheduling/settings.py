@@ -19,7 +19,7 @@ from mlops_unity_pipeline.jobs import RLTrainingConfig, TrainingJob, UnityAssetS
 from pipeline.config.compose import CONF_DIR, compose_plan, describe
 from pipeline.config.errors import ConfigError
 from pipeline.scheduling.cron import CronError, CronSchedule
-from pipeline.scheduling.schedule import Schedule, ScheduleError
+from pipeline.scheduling.schedule import Schedule, ScheduleError, check_schedule_id
 
 SCHEDULE_DIR = CONF_DIR / "schedule"
 
@@ -111,6 +111,7 @@ def build_schedule(cfg: ScheduleConfig, where: Path | None = None) -> Schedule:
     except CronError as exc:
         raise ConfigError(f"schedule {cfg.schedule_id!r}{source}: {exc}") from None
     try:
+        check_schedule_id(cfg.schedule_id)  # before the jobs, whose ids are made from it
         return Schedule(schedule_id=cfg.schedule_id, cron=cron, jobs=[job_for(cfg, a) for a in cfg.assets],
                         overlap=cfg.overlap, misfire=cfg.misfire.policy,
                         misfire_grace_seconds=cfg.misfire.grace_seconds, enabled=cfg.enabled,

@@ -69,7 +69,8 @@ class Summary:
 
     def markdown(self) -> str:
         lines = [f"### Sweep {self.name} (run {self.parent})", "",
-                 "| configuration | runs | success rate [95% CI] | mean reward [95% CI] | episode length | interval over |",
+                 "| configuration | runs | success rate [95% CI] | mean reward [95% CI] | episode length "
+                 "| interval over |",
                  "|---|---|---|---|---|---|"]
         best = self.best()
         for row in self.rows:
@@ -124,7 +125,8 @@ def collect(parent: str, client: Optional[mlflow.MlflowClient] = None) -> Summar
     for run in children:
         tags = run.data.tags
         train_id = tags.get("pipeline.train_run_id")
-        job = JobRun(run.info.run_id, tags.get("sweep.job", "?"), run.info.run_name or "", tags.get("sweep.overrides", ""),
+        job = JobRun(run.info.run_id, tags.get("sweep.job", "?"), run.info.run_name or "",
+                     tags.get("sweep.overrides", ""),
                      tags.get("sweep.config", "default"), tags.get("sweep.override.seed", tags.get("seed", "")),
                      run.info.status, tags.get("pipeline.error", ""),
                      {k: v for k, v in run.data.metrics.items() if k.startswith("eval/")}, train_id)
@@ -151,7 +153,8 @@ def _row(config: str, members: list[JobRun]) -> ConfigRow:
         interval = (one[f"{key}_ci_low"], one[f"{key}_ci_high"]) if f"{key}_ci_low" in one else None
         return over_seeds([r.metrics.get(key, math.nan) for r in done], interval)
 
-    return ConfigRow(config, members, est("eval/success_rate"), est("eval/mean_reward"), est("eval/mean_episode_length"))
+    return ConfigRow(config, members, est("eval/success_rate"), est("eval/mean_reward"),
+                     est("eval/mean_episode_length"))
 
 
 def learning_curves(summary: Summary, path: Path) -> Path:
@@ -224,7 +227,8 @@ def write(summary: Summary, out: Path) -> dict[str, Path]:
     files["json"].write_text(json.dumps({"parent": summary.parent, "rows": [
         {"config": r.config, "runs": [j.run_id for j in r.runs], "finished": len(r.finished),
          "success": asdict(r.success), "reward": asdict(r.reward), "episode_length": asdict(r.length)}
-        for r in summary.rows], "failed": [asdict(j) | {"curves": None} for j in summary.runs if j.status != "FINISHED"]},
+        for r in summary.rows],
+        "failed": [asdict(j) | {"curves": None} for j in summary.runs if j.status != "FINISHED"]},
         indent=2, default=str))
     return files
 

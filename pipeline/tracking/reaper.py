@@ -99,8 +99,9 @@ def close_run(client, run_id: str, status: str, reason: str) -> None:
 
     from pipeline.redaction import redact_uri
 
-    client.log_batch(run_id, tags=[RunTag("pipeline.error", redact_uri(reason)[:5000]),
-                                   RunTag("pipeline.reaped_at", datetime.now(timezone.utc).isoformat(timespec="seconds"))])
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    tags = [RunTag("pipeline.error", redact_uri(reason)[:5000]), RunTag("pipeline.reaped_at", now)]
+    client.log_batch(run_id, tags=tags)
     client.set_terminated(run_id, status)
 
 

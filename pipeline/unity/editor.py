@@ -58,8 +58,8 @@ def check_settings(build: Mapping[str, Any]) -> tuple[Path, Path]:
                           f"{build['unity_project']} (e.g. ~/Unity/Hub/Editor/<version>/Editor/Unity)")
     editor = Path(build["editor_path"]).expanduser()
     if not editor.is_file() or not os.access(editor, os.X_OK):
-        raise ConfigError(f"build.editor_path={build['editor_path']}: "
-                          f"{'not executable' if editor.is_file() else 'no such file'}; give the Unity editor executable")
+        problem = "not executable" if editor.is_file() else "no such file"
+        raise ConfigError(f"build.editor_path={build['editor_path']}: {problem}; give the Unity editor executable")
     if build["timeout_s"] <= 0:
         raise ConfigError(f"build.timeout_s must be > 0, got {build['timeout_s']}")
     if not build.get("execute_method") and build["build_target"] not in PLAYER_FLAGS:

@@ -22,7 +22,8 @@ class PlayerPathError(ValueError):
 
 
 def player_path(cfg: Mapping[str, Any]) -> Optional[str]:
-    """The player a run trains on: env_path, else an asset whose source is a Unity build, else the editor build's output."""
+    """The player a run trains on: env_path, else an asset whose source is a Unity build, else the editor build's
+    output."""
     if cfg.get("env_path"):
         return str(cfg["env_path"])
     source = cfg["asset"]["source"]

@@ -9,8 +9,9 @@ namespaces: they need root and `ip netns`, which CI boxes often lack; why not `r
 its nodes live in the test process, so a node cannot be killed the way a machine dies. Each worker gets a
 custom resource `node_<name>` so a test can tell which node ran a job.
 
-Ray gives its dashboard 20 s to come up (a hard-coded poll); under load on 2 cores it needs longer, so
-`ray start` runs with that poll slowed down. The Jobs API needs the dashboard.
+Ray gives its dashboard 20 s to come up (a hard-coded poll) and each dashboard module 30 s; under load on
+2 cores they need longer, so `ray start` runs with that poll slowed down and the module timeout raised.
+The Jobs API needs the dashboard.
 """
 from __future__ import annotations
 
@@ -81,6 +82,7 @@ class RayCluster:
     def _start(self, name: str, args: list[str], timeout: float) -> Node:
         env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS",)}
         env["RAY_USAGE_STATS_ENABLED"] = "0"
+        env["RAY_DASHBOARD_SUBPROCESS_MODULE_WAIT_READY_TIMEOUT"] = "300"  # 30 s by default: too short under load
         with open(self.base / f"ray-start-{name}.log", "w") as log:
             proc = subprocess.Popen([PYTHON, "-c", RAY_START, "start", "--node-ip-address", "127.0.0.1",
                                      "--disable-usage-stats", *args], stdout=log, stderr=subprocess.STDOUT, env=env,
