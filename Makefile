@@ -71,6 +71,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python scripts/bench_scheduler.py
 	$(BIN)/python scripts/bench_store.py
 	$(BIN)/python scripts/bench_resume.py
+	$(BIN)/python scripts/bench_ray.py
 
 schedule: $(STAMP)
 	$(BIN)/python scripts/cron_runner.py $(ARGS)

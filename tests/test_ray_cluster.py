@@ -17,16 +17,16 @@ from tests.support.store import all_runs
 from tests.support.training import TINY
 
 pytestmark = pytest.mark.slow
-NO_REGISTER = "stages=[build,train,evaluate]"  # the cluster parts are under test, not the registry
+ONLY_TRAIN = "stages=[train]"  # the cluster parts are under test, not the evaluation or the registry
 
 
 def test_a_sweep_runs_each_job_on_the_cluster_as_children_of_one_parent(ray_cluster, store, tmp_path):
     proc = subprocess.run(
         [PYTHON, "-m", "pipeline.run", "-m", "hydra/launcher=ray", "asset=nav,patrol", "seed=0,1", *TINY,
-         NO_REGISTER, f"results_dir={tmp_path / 'results'}", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+         ONLY_TRAIN, f"results_dir={tmp_path / 'results'}", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
         cwd=REPO, capture_output=True, text=True, timeout=900, env=child_env(RAY_ADDRESS=ray_cluster.address))
     assert proc.returncode == 0, proc.stderr[-4000:]
-    runs = all_runs("tests")
+    runs = all_runs()  # the config's experiment (tracking.experiment_name)
     parents = [r for r in runs if r.data.tags.get("pipeline.stage") == "sweep"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     parent = parents[0]
@@ -46,7 +46,7 @@ def test_the_same_fire_submitted_twice_trains_once(ray_cluster, store, tmp_path)
     id, and the second runner follows the first job instead of training again."""
     template = TrainingJob("nightly-nav-001", UnityAssetSpec("nav-001", "NavigationAgent"),
                            RLTrainingConfig(max_steps=3000, num_envs=1,
-                                            overrides=[*TINY, NO_REGISTER, f"results_dir={tmp_path / 'results'}"]))
+                                            overrides=[*TINY, ONLY_TRAIN, f"results_dir={tmp_path / 'results'}"]))
     minute = "2026-12-02T02:00"
     job = fire_job(template, "nightly", minute, "UTC")
     orchestrator = UnityMLOpsOrchestrator(experiment_name="tests")

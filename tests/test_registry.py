@@ -18,12 +18,12 @@ import pytest
 
 from pipeline.config.compose import compose_plan
 from pipeline.config.errors import ConfigError
-from tests.support.vertex_emulator import StorageEmulator, VertexEmulator, free_port
 from pipeline.digest import file_sha256 as sha256
 from pipeline.stages import evaluate, register, train
 from tests.support.process import PYTHON, REPO, child_env
 from tests.support.store import use_store
 from tests.support.training import TINY
+from tests.support.vertex_emulator import StorageEmulator, VertexEmulator, free_port
 
 pytestmark = pytest.mark.slow
 MODEL = "nav-001.NavigationAgent"

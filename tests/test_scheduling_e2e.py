@@ -246,7 +246,7 @@ def test_an_interrupted_fire_resumes_into_its_own_runs_when_the_runner_is_back(s
     assert train.data.tags["pipeline.last_interruption"].startswith("interrupted: training stopped at step")
     steps = [m.step for m in sorted(mlflow.MlflowClient().get_metric_history(train_id, "Policy/Extrinsic Value "
                                                                                "Estimate"), key=lambda m: m.timestamp)]
-    assert steps == sorted(set(steps)) and killed_at in steps and steps[-1] == 8000, steps
+    assert steps == sorted(set(steps)) and killed_at in steps and 8000 in steps and steps[-1] >= 8000, steps
     assert "eval/success_rate" in events[3]["eval_metrics"]
     con = sqlite3.connect(str(tmp_path / "scheduler.db"))
     assert con.execute("SELECT state, attempt FROM jobs").fetchall() == [("succeeded", 1)]

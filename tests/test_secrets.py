@@ -32,11 +32,11 @@ from mlflow.entities import ViewType
 from mlops_unity_pipeline import RLTrainingConfig, TrainingSchedule, TrainingScheduler, UnityAssetSpec, \
     UnityMLOpsOrchestrator
 from pipeline.redaction import redact_uri
-from tests.support.vertex_emulator import StorageEmulator, VertexEmulator, free_port
 from pipeline.scheduling import webhooks
 from pipeline.scheduling.cron import UTC
 from pipeline.scheduling.runner import RunnerSettings
 from tests.support.process import PYTHON
+from tests.support.vertex_emulator import StorageEmulator, VertexEmulator, free_port
 from tests.test_scheduling import Receiver
 from tests.test_scheduling_e2e import ShiftedClock, run_until, tiny_overrides
 

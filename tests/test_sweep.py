@@ -117,7 +117,7 @@ def test_sweep_is_one_parent_run_with_a_child_per_job_carrying_its_overrides(swe
     stages = {r.data.tags["pipeline.stage"]: r for r in runs_of(uri, f"tags.mlflow.parentRunId = '{ok.info.run_id}'")}
     assert {"build", "train", "evaluate", "register"} <= set(stages)
     curve = client.get_metric_history(stages["train"].info.run_id, "Policy/Extrinsic Value Estimate")
-    assert [m.step for m in curve][-1] == 3000
+    assert 3000 in [m.step for m in curve] and curve[-1].step >= 3000  # the last: where training ended
     assert client.get_metric_history(stages["train"].info.run_id, "Environment/Cumulative Reward")
     assert "NotADirectoryError" in bad.data.tags["pipeline.error"]
     # No run of the second job attached itself to the first job's run (MLFLOW_RUN_ID did not leak).

@@ -21,7 +21,8 @@ from pipeline.sim import SIMULATIONS
 
 def _world(asset: str):
     if asset not in SIMULATIONS:
-        raise ConfigError(f"--asset {asset!r} is not a built-in simulation; choose one of: {', '.join(sorted(SIMULATIONS))}")
+        raise ConfigError(f"--asset {asset!r} is not a built-in simulation; "
+                          f"choose one of: {', '.join(sorted(SIMULATIONS))}")
     return SIMULATIONS[asset]
 
 

@@ -21,11 +21,13 @@ LOADER = Path(policy_pyfunc.__file__)
 
 def sensors_of(onnx_model: onnx.ModelProto, observation_space: dict[str, int]) -> list[tuple[str, int]]:
     """(input name, size) per graph input obs_0, obs_1, ...: the asset's sensor names where their sizes match."""
-    sizes = [int(i.type.tensor_type.shape.dim[-1].dim_value) for i in onnx_model.graph.input]
+    graph = [(i.name, int(i.type.tensor_type.shape.dim[-1].dim_value)) for i in onnx_model.graph.input]
+    extra = [(n, size) for n, size in graph if not n.startswith("obs_")]  # a discrete policy's action_masks
+    sizes = [size for n, size in graph if n.startswith("obs_")]
     named = [(str(k), int(v)) for k, v in observation_space.items()]
     if [size for _, size in named] == sizes:
-        return named
-    return [(f"obs_{k}", size) for k, size in enumerate(sizes)]
+        return named + extra
+    return [(f"obs_{k}", size) for k, size in enumerate(sizes)] + extra
 
 
 def description(behavior: str, sensors: list[tuple[str, int]], outputs: list[str]) -> str:
@@ -50,7 +52,8 @@ def signature_and_example(onnx_model: onnx.ModelProto, sensors: list[tuple[str, 
         dtype = onnx.helper.tensor_dtype_to_np_dtype(elem.elem_type)
         out_specs.append(TensorSpec(np.dtype(dtype), (-1, int(elem.shape.dim[-1].dim_value or -1)), name))
     inputs = Schema([TensorSpec(np.dtype(np.float32), (-1, size), name) for name, size in sensors])
-    example = {name: np.zeros((1, size), np.float32) for name, size in sensors}
+    # action_masks: 1 = allowed (as Unity feeds it); all zeros would mask every action
+    example = {name: (np.ones if name == "action_masks" else np.zeros)((1, size), np.float32) for name, size in sensors}
     return ModelSignature(inputs=inputs, outputs=Schema(out_specs)), example
 
 

@@ -39,7 +39,7 @@ class OnnxPolicy:
         if len(graph_inputs) != len(sensors):
             raise ValueError(f"{onnx_path}: {len(graph_inputs)} graph inputs for {len(sensors)} sensors {sensors}")
         self.sensors = sensors
-        self.feeds = {name: f"obs_{k}" for k, (name, _) in enumerate(sensors)}
+        self.feeds = {name: graph_inputs[k] for k, (name, _) in enumerate(sensors)}  # obs_0.., then action_masks
         self.outputs = served_outputs([o.name for o in self.session.get_outputs()])
 
     def _arrays(self, model_input: Any) -> dict[str, np.ndarray]:
