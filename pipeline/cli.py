@@ -22,7 +22,6 @@ EXIT_INTERRUPTED = 143  # 128 + SIGTERM, what a shell reports for a terminated p
 @contextlib.contextmanager
 def reported() -> Iterator[None]:
     """Failure handling for every entry point: bad input is one clear line and exit code 2."""
-    from pipeline.tracking.runs import StageInterrupted
     from pipeline.unity.editor import BuildFailed
 
     _redact_tracebacks()
@@ -34,7 +33,7 @@ def reported() -> Iterator[None]:
     except BuildFailed as exc:  # the editor's own error, already logged with Editor.log on the build run
         print(redact_uri(f"error: build failed: {exc}"), file=sys.stderr, flush=True)
         sys.exit(1)
-    except (StageInterrupted, KeyboardInterrupt) as exc:  # SIGTERM/Ctrl-C: saved and ended KILLED
+    except (_stage_interrupted(), KeyboardInterrupt) as exc:  # SIGTERM/Ctrl-C: saved and ended KILLED
         print(redact_uri(f"interrupted: {exc}"), file=sys.stderr, flush=True)
         sys.exit(EXIT_INTERRUPTED)
     except Exception as exc:
@@ -44,6 +43,14 @@ def reported() -> Iterator[None]:
         sys.stderr.write(redact_uri(traceback.format_exc()))
         sys.stderr.flush()
         sys.exit(1)
+
+
+def _stage_interrupted() -> type:
+    # Imported only once something other than bad input went wrong: it imports MLflow, and a config
+    # error must stay instant (an except clause's expression is evaluated only when it is reached).
+    from pipeline.tracking.runs import StageInterrupted
+
+    return StageInterrupted
 
 
 def _redacting_excepthook(kind, exc, tb) -> None:
@@ -208,10 +215,14 @@ def _reap(experiment: str | None, older_than: str | None = None) -> None:
 
     with reported():
         limit = reaper.parse_duration(older_than) if older_than else None
+        from pipeline.config.plan import check_store
+
+        check_store(None)  # a store that is a directory or not a database: one error line
         store.configure()
         client = mlflow.MlflowClient()
         if experiment and client.get_experiment_by_name(experiment) is None:
-            raise ConfigError(f"--experiment {experiment!r}: no such experiment in {redact_uri(mlflow.get_tracking_uri())}")
+            where = redact_uri(mlflow.get_tracking_uri())
+            raise ConfigError(f"--experiment {experiment!r}: no such experiment in {where}")
         ids = [client.get_experiment_by_name(experiment).experiment_id] if experiment else \
             [e.experiment_id for e in client.search_experiments()]
         reaped = reaper.reap(ids, limit)

@@ -9,13 +9,14 @@ import pytest
 
 from tests.support.postgres import postgres_server, team_server  # noqa: F401  (session fixtures)
 from tests.support.ray_cluster import ray_cluster  # noqa: F401  (session fixture: a real 2-worker Ray cluster)
+from tests.support.store import fresh_store
 from tests.support.training import TINY
 
 
 @pytest.fixture
 def store(tmp_path, monkeypatch) -> str:
     """A fresh sqlite MLflow store; also exported so child processes use it."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = fresh_store(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "tests")
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)

@@ -165,7 +165,7 @@ def test_cron_runner_list_refuses_a_never_firing_schedule_naming_the_file(tmp_pa
                           cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == (
-        f"error: schedule 'feb30' ({tmp_path}/feb30.yaml): cron '0 0 30 2 *' never fires: no minute matches it within "
-        "8 years (a day that does not exist in that month, such as February 30th or April 31st?); fix the "
-        "day-of-month and month fields, e.g. '0 0 28 2 *'")
+        "error: schedule 'feb30': cron '0 0 30 2 *' never fires: no minute matches it within 8 years (a day that "
+        "does not exist in that month, such as February 30th or April 31st?); fix the day-of-month and month "
+        f"fields, e.g. '0 0 28 2 *' (in {tmp_path}/feb30.yaml)")
     assert proc.stdout == ""

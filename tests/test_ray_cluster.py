@@ -32,7 +32,7 @@ def test_a_sweep_runs_each_job_on_the_cluster_as_children_of_one_parent(ray_clus
     parent = parents[0]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert len(children) == 4 and {c.info.status for c in children} == {"FINISHED"}
-    assert sorted(c.data.params["sweep.override.asset"] + c.data.params["sweep.override.seed"] for c in children) \
+    assert sorted(c.data.tags["sweep.override.asset"] + c.data.tags["sweep.override.seed"] for c in children) \
         == ["nav0", "nav1", "patrol0", "patrol1"]
     # Each job ran on a worker node (the head has no CPUs), and both workers took jobs.
     nodes = {ray_cluster.node_named(c.data.tags["ray_node_id"]) for c in children}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -16,12 +17,15 @@ from pipeline.config.hydra_settings import check_overrides as check_hydra_settin
 from pipeline.config.plan import RunPlan, build_plan
 from pipeline.paths import CONF_DIR
 
+# Hydra's global state allows one composition at a time per process (executors compose from threads).
+_HYDRA = threading.Lock()
+
 
 def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
     # Group choices that are paths, process environment, output locations: refused as on the Hydra app.
     check_hydra_settings(overrides)
     try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        with _HYDRA, initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             return compose("config", overrides=list(overrides))
     except (HydraException, OmegaConfBaseException) as exc:
         raise ConfigError(describe(exc)) from None

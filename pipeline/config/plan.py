@@ -105,9 +105,10 @@ def build_plan(cfg: DictConfig | dict) -> RunPlan:
         raise ConfigError(f"mode={mode} is not available yet; available modes: {', '.join(MODES_AVAILABLE)}")
 
     check_registry_config(raw["registry"])  # its own messages first (why a negative margin is refused)
-    check_ranges(raw, skip=("algorithm",))  # every number, nan/inf included; algorithm's after its types
+    # Every number, nan/inf included; algorithm's after its types, mode's after its own (more specific) checks.
+    check_ranges(raw, skip=("algorithm", "mode"))
     check_resume_value(raw.get("resume"))
-    _check_store(raw["tracking"].get("tracking_uri"))
+    check_store(raw["tracking"].get("tracking_uri"))
     _check_results_dir(raw["results_dir"])
     behavior, simulation = _check_asset(raw["asset"], raw.get("env_path"))
     settings = _check_algorithm(raw["algorithm"], max_steps)
@@ -115,6 +116,7 @@ def build_plan(cfg: DictConfig | dict) -> RunPlan:
     from pipeline.offline.validate import check_mode
 
     check_mode(raw, tuple(n for n, _ in SIMULATIONS[simulation].spec.observations) if simulation else None)
+    check_ranges(raw, sections=("mode",))
     return RunPlan(cfg=raw, behavior_name=behavior, simulation=simulation,
                    trainer_settings=settings, max_steps=max_steps, seed=seed)
 
@@ -123,7 +125,7 @@ SQLITE_MAGIC = b"SQLite format 3\x00"
 MIN_FREE_BYTES = 64 << 20  # a checkpoint, an ONNX and TensorBoard events of a small run
 
 
-def _check_store(tracking_uri: Optional[str]) -> None:
+def check_store(tracking_uri: Optional[str]) -> None:
     """An embedded store that cannot work: a directory, or a file that is not an SQLite database."""
     import os
 

@@ -37,7 +37,7 @@ class Range:
     def problem(self, value: Any) -> str | None:
         """None if the value is allowed, else the broken rule (">= 1", "an integer", ...)."""
         if value is None:
-            return None if self.optional else "a number"
+            return None if self.optional else ("an integer" if self.kind is int else "a number")
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return "an integer" if self.kind is int else "a number"
         if self.kind is int and not isinstance(value, int):

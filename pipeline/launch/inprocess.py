@@ -55,19 +55,28 @@ def run_request(request: LaunchRequest, print_result: bool = False) -> Any:
             if request.run_id:  # a run made for it already (mlflow run --backend ray): it failed, say why
                 _fail(request.run_id, exc)
             raise
-        from pipeline.stages import build, evaluate, pipeline, register, train
-
         adopted = request.run_id or (_child_of(request.parent_run_id, plan) if request.parent_run_id else None)
         with _environment({"MLFLOW_RUN_ID": adopted} if adopted else {}):
+            # Only the stage that runs is imported (the others pull in onnxruntime, the registry, ...).
             if request.stage == "main":
+                from pipeline.stages import pipeline
+
                 result = pipeline.run_pipeline(plan)
             elif request.stage == "build":
+                from pipeline.stages import build
+
                 result = build.build(plan)
             elif request.stage == "train":
+                from pipeline.stages import train
+
                 result = train.train(plan)
             elif request.stage == "evaluate":
+                from pipeline.stages import evaluate
+
                 result = evaluate.evaluate(plan, request.stage_args["policy"])
             else:
+                from pipeline.stages import register
+
                 result = register.register(plan, request.stage_args["run_id"])
     data = as_dict(result)
     if request.result_json:

@@ -55,8 +55,13 @@ class RunnerSettings:
     sqlite_synchronous: str = "FULL"  # FULL: claims survive power loss; NORMAL: only process crashes (faster)
 
     def __post_init__(self) -> None:
-        if int(self.max_concurrent_jobs) < 1:
-            raise ValueError(f"max_concurrent_jobs must be >= 1, got {self.max_concurrent_jobs}")
+        from pipeline.config.ranges import Int, Num, check_value
+
+        # Integers stay integers (1.5, True and None are refused), every time is a finite positive number.
+        check_value("max_concurrent_jobs", self.max_concurrent_jobs, Int(1, 1024, 4))
+        for key, example in (("webhook_timeout", 10.0), ("heartbeat_seconds", 10.0), ("lease_seconds", 60.0),
+                             ("stop_flush_seconds", 10.0)):
+            check_value(key, getattr(self, key), Num(0.0, 86_400.0, example, low_open=True))
         if self.on_stop not in ON_STOP:
             raise ValueError(f"on_stop {self.on_stop!r} is not a choice; use 'cancel' or 'finish'")
         if self.webhook_url is not None:

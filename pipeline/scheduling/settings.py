@@ -105,11 +105,11 @@ def job_for(cfg: ScheduleConfig, asset: str) -> TrainingJob:
 
 def build_schedule(cfg: ScheduleConfig, where: Path | None = None) -> Schedule:
     """where: the file the schedule came from, named in its errors."""
-    source = f" ({where})" if where else ""
+    source = f" (in {where})" if where else ""
     try:
         cron = CronSchedule(cfg.cron, cfg.time_zone)
     except CronError as exc:
-        raise ConfigError(f"schedule {cfg.schedule_id!r}{source}: {exc}") from None
+        raise ConfigError(f"schedule {cfg.schedule_id!r}: {exc}{source}") from None
     try:
         check_schedule_id(cfg.schedule_id)  # before the jobs, whose ids are made from it
         return Schedule(schedule_id=cfg.schedule_id, cron=cron, jobs=[job_for(cfg, a) for a in cfg.assets],

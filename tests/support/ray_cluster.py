@@ -15,6 +15,7 @@ The Jobs API needs the dashboard.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -145,36 +146,60 @@ class RayCluster:
         return next((n.name for n in self.nodes.values() if n.node_id == node_id), None)
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
-        """The node dies as a machine would: its whole process group at once."""
+        """The node dies as a machine would: every process of it at once, the job entrypoints Ray starts in
+        sessions of their own included (all descendants of the node's process group)."""
         node = self.nodes.pop(name)
-        try:
-            os.killpg(node.pgid, sig)
-        except ProcessLookupError:
-            pass
-
-    def stop(self) -> None:
-        """Stop every node this cluster started (by process group; never `ray stop`, which stops every Ray
-        of this user on the machine)."""
-        for node in list(self.nodes.values()):
+        for pid in _tree(node.pgid):
             try:
-                os.killpg(node.pgid, signal.SIGTERM)
+                os.kill(pid, sig)
             except ProcessLookupError:
                 pass
-        deadline = time.monotonic() + 15
-        for node in list(self.nodes.values()):
-            while time.monotonic() < deadline and _group_alive(node.pgid):
-                time.sleep(0.2)
-            if _group_alive(node.pgid):
-                os.killpg(node.pgid, signal.SIGKILL)
+
+    def stop(self) -> None:
+        """Stop every node this cluster started and everything they started (by process group and parentage;
+        never `ray stop`, which stops every Ray of this user on the machine)."""
+        pids: set[int] = set()
+        for node in self.nodes.values():
+            pids |= _tree(node.pgid)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
+            time.sleep(0.2)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         self.nodes.clear()
 
 
-def _group_alive(pgid: int) -> bool:
+def _alive(pid: int) -> bool:
     try:
-        os.killpg(pgid, 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    return True
+    return Path(f"/proc/{pid}/stat").exists() and " Z " not in Path(f"/proc/{pid}/stat").read_text()[:200]
+
+
+def _tree(pgid: int) -> set[int]:
+    """The processes of a process group and all their descendants."""
+    parents: dict[int, int] = {}
+    groups: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry.name)], groups[int(entry.name)] = int(fields[1]), int(fields[2])
+    found = {pid for pid, group in groups.items() if group == pgid}
+    grew = True
+    while grew:
+        more = {pid for pid, parent in parents.items() if parent in found} - found
+        found |= more
+        grew = bool(more)
+    return found
 
 
 @pytest.fixture(scope="session")
