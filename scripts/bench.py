@@ -69,9 +69,22 @@ def bare_mlagents(overrides: list[str], results: str) -> None:
 
 
 def timed(cmd: list[str], env: dict) -> float:
+    return timed_cpu(cmd, env)[0]
+
+
+def timed_cpu(cmd: list[str], env: dict) -> tuple[float, float]:
+    """Wall seconds, and CPU seconds of the process and everything it waited for (its environment workers).
+
+    On a shared machine the wall time mostly measures the neighbours; the CPU time measures our work.
+    """
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     subprocess.run(cmd, check=True, env=env, cwd=REPO, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - start
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def simulation_speed(seconds: float = 2.0, names: tuple[str, ...] = ("nav", "patrol")) -> dict[str, float]:
@@ -148,10 +161,10 @@ def compare(asset: str, algorithm: str, steps: int, pairs: int, tmp: str, env: d
         row = {}
         for name in (["bare", "pipeline"] if i % 2 == 0 else ["pipeline", "bare"]):
             cmd, child_env, results = side[name]
-            wall = timed(cmd, child_env)
-            row[name] = {"wall": wall, "loop": loop_seconds(Path(results))}
+            wall, cpu = timed_cpu(cmd, child_env)
+            row[name] = {"wall": wall, "cpu": cpu, "loop": loop_seconds(Path(results))}
             print(f"{asset}/{algorithm} pair {i + 1}/{pairs} {name}: {wall:.1f} s (training loop "
-                  f"{row[name]['loop']:.1f} s)", flush=True)
+                  f"{row[name]['loop']:.1f} s, CPU {cpu:.1f} s)", flush=True)
         rows.append(row)
     b, p = ([r[k] for r in rows] for k in ("bare", "pipeline"))
     return {
@@ -159,6 +172,8 @@ def compare(asset: str, algorithm: str, steps: int, pairs: int, tmp: str, env: d
         "wall_ratio": median([y["wall"] / x["wall"] for x, y in zip(b, p)]),
         "pair_wall_ratios": [round(y["wall"] / x["wall"], 3) for x, y in zip(b, p)],
         "steps_per_s_ratio": median([x["loop"] / y["loop"] for x, y in zip(b, p)]),
+        "cpu_ratio": median([y["cpu"] / x["cpu"] for x, y in zip(b, p)]),
+        "pair_cpu_ratios": [round(y["cpu"] / x["cpu"], 3) for x, y in zip(b, p)],
         "bare_wall": median([x["wall"] for x in b]), "pipeline_wall": median([y["wall"] for y in p]),
         "bare_steps_per_s": median([steps / x["loop"] for x in b]),
         "pipeline_steps_per_s": median([steps / y["loop"] for y in p]),
@@ -228,7 +243,9 @@ def main() -> None:
             f"{r['pipeline_wall']:.1f} s vs {r['bare_wall']:.1f} s); "
             f"training steps/s **{r['steps_per_s_ratio']:.2f}x** upstream ({r['pipeline_steps_per_s']:,.0f} vs "
             f"{r['bare_steps_per_s']:,.0f}); fixed cost outside the training loop {r['pipeline_fixed']:.1f} s vs "
-            f"{r['bare_fixed']:.1f} s bare (overhead **{r['fixed_overhead']:+.1f} s**)")
+            f"{r['bare_fixed']:.1f} s bare (overhead **{r['fixed_overhead']:+.1f} s**); CPU time (process + its "
+            f"environment workers) pipeline/bare **{r['cpu_ratio']:.3f}** (pairs "
+            f"{', '.join(map(str, r['pair_cpu_ratios']))})")
     nav16 = sim.get("nav (16 areas)")
     nav_ppo = next((r for r in results if r["config"] == "nav/ppo"), None)
     if nav16 and nav_ppo:

@@ -4,6 +4,7 @@
     python scripts/bench_learning.py --cells push/poca push/ppo --seeds 0 1 2
     python scripts/bench_learning.py --defaults --seeds 0      # each asset's default algorithm, one seed
     python scripts/bench_learning.py --cells forage/ppo --set max_steps=50000   # extra Hydra overrides
+    python scripts/bench_learning.py --table-from bench/learning_runs.jsonl     # the table of runs saved earlier
 
 Each (asset, algorithm, seed) is one `python -m pipeline.run` (build, train, evaluate; registering is
 skipped by keeping the store private) in a fresh process with its own throw-away MLflow store, so the
@@ -11,11 +12,14 @@ cells cannot disturb each other or your store. The config is the pair's default:
 plus conf/tuning/<asset>_<alg>.yaml when present. Per cell the table gives the evaluated success rate
 (mean over seeds with a 95% t-interval across seeds, and each seed's value; every seed is judged on the
 same 100 seeded episodes), mean episode reward, the train stage's wall time and agent steps/s, next to the
-scripted heuristic and the random policy on the same episodes. Results are appended to bench/results.md.
+scripted heuristic and the random policy on the same episodes. Results are appended to bench/results.md;
+every finished seed is also appended to --runs (bench/learning_runs.jsonl) at once, so a table interrupted
+after some seeds, or run in several sessions, can still be written with --table-from.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import subprocess
@@ -98,6 +102,14 @@ def run_cell(asset: str, algorithm: str, seed: int, extra: list[str], episodes: 
                 "random": m.get("baseline/random/success_rate"), "wall": elapsed}
 
 
+def add(cell: Cell, r: dict) -> None:
+    cell.successes.append(r["success"])
+    cell.rewards.append(r["reward"])
+    cell.seconds.append(r["seconds"])
+    cell.steps.append(r["steps"])
+    cell.heuristic, cell.random = r["heuristic"], r["random"]
+
+
 def table(cells: list[Cell]) -> list[str]:
     rows = ["| asset | algorithm | seeds | success (95% CI over seeds) | per seed | mean reward | train time | "
             "steps/s | heuristic | random | note |",
@@ -133,7 +145,18 @@ def main() -> None:
     p.add_argument("--set", nargs="*", default=[], help="extra Hydra overrides for every run")
     p.add_argument("--note", default="", help="a line added to the results section (e.g. how loaded the box was)")
     p.add_argument("--no-append", action="store_true", help="print the table only")
+    p.add_argument("--runs", type=Path, default=REPO / "bench" / "learning_runs.jsonl",
+                   help="every finished seed is appended here as one JSON line")
+    p.add_argument("--table-from", type=Path, help="run nothing: build the table from a --runs file")
     args = p.parse_args()
+    if args.table_from:
+        cells: dict[tuple[str, str], Cell] = {}
+        for line in args.table_from.read_text().splitlines():
+            r = json.loads(line)
+            add(cells.setdefault((r["asset"], r["algorithm"]), Cell(r["asset"], r["algorithm"])), r)
+        order = [(a, x) for a, xs in APPLICABLE.items() for x in xs]
+        print("\n".join(table([cells[k] for k in order if k in cells])))
+        return
 
     pairs = [tuple(c.split("/")) for c in args.cells] if args.cells else [
         (a, alg) for a, algs in APPLICABLE.items() for alg in (list(algs)[:1] if args.defaults else algs)]
@@ -151,11 +174,11 @@ def main() -> None:
                 cell.failed.append(f"seed {seed}: {str(exc).splitlines()[0]}")
                 print(f"[bench-learning]   failed: {exc}", flush=True)
                 continue
-            cell.successes.append(r["success"])
-            cell.rewards.append(r["reward"])
-            cell.seconds.append(r["seconds"])
-            cell.steps.append(r["steps"])
-            cell.heuristic, cell.random = r["heuristic"], r["random"]
+            add(cell, r)
+            args.runs.parent.mkdir(parents=True, exist_ok=True)
+            with args.runs.open("a") as f:
+                f.write(json.dumps({"asset": cell.asset, "algorithm": cell.algorithm, "seed": seed, **r,
+                                    "overrides": args.set}) + "\n")
             print(f"[bench-learning]   success {r['success']:.0%}, reward {r['reward']:.2f}, "
                   f"train {r['seconds'] / 60:.1f} min ({r['steps'] / r['seconds']:,.0f} steps/s); "
                   f"heuristic {r['heuristic']:.0%}", flush=True)

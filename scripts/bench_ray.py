@@ -32,7 +32,8 @@ LAUNCHERS = {"sequential": [], "parallel": ["hydra/launcher=parallel", "hydra.la
 def small(max_steps: int, results: Path) -> list[str]:
     return [f"max_steps={max_steps}", "algorithm.summary_freq=1000", f"algorithm.checkpoint_interval={max_steps}",
             "algorithm.hyperparameters.buffer_size=1024", "algorithm.hyperparameters.batch_size=256",
-            "env.num_envs=1", "env.num_areas=8", "stages=[build,train]", f"results_dir={results}"]
+            "env.num_envs=1", "env.num_areas=8", "stages=[build,train]", f"results_dir={results}",
+            "tracking.experiment_name=bench-ray"]
 
 
 def run_sweep(mode: str, max_steps: int, tmp: Path, env: dict) -> tuple[float, list[float]]:

@@ -75,7 +75,9 @@ def train(steps: int, seed: int, asset: str = "nav", algorithm: str = "ppo", are
             env.close()
         policy = next(iter(controller.trainers.values())).get_policy(world.spec.behavior_name)
         weights = {k: v.detach().numpy().tobytes().hex() for k, v in policy.actor.state_dict().items()}
-    return {"history": dict(history), "weights": weights}
+    from pipeline.mlagents_patches import hot_paths
+
+    return {"history": dict(history), "weights": weights, "hot_paths": hot_paths.applied()}
 
 
 def main() -> None:

@@ -330,6 +330,8 @@ def test_short_real_training_of_each_applicable_algorithm(asset, algorithm, stor
     from pipeline.stages.pipeline import run_pipeline
 
     overrides = TINY + [f"asset={asset}", f"algorithm={algorithm}", f"results_dir={tmp_path / 'results'}"]
+    if asset == "push":  # 2 areas x 3 agents: 3000 agent steps are 500 steps of each area, so episodes end
+        overrides += ["env.num_areas=2"]
     if algorithm == "sac":
         overrides = [o for o in overrides if "buffer_size" not in o]
         overrides.append("algorithm.hyperparameters.buffer_init_steps=500")

@@ -360,11 +360,16 @@ CASES: list[tuple[str, Callable[[Path], object], str]] = [
      "hydra.output_subdir='../../x' is not allowed: it names a file or folder inside the run's output folder, so it "
      f"must be a plain name (no '/' or '..'), e.g. hydra.output_subdir=.hydra {HYDRA_SETTINGS}"),
     ("job name as a path", app("hydra.job.name=../../.bashrc"), "hydra.job.name='../../.bashrc' is not allowed"),
-    ("log file elsewhere", app("hydra.job_logging.handlers.file.filename={tmp}/../.profile"),
-     "is not allowed: a log file must be written inside the run's output folder, e.g. "
-     "hydra.job_logging.handlers.file.filename='${hydra.runtime.output_dir}/${hydra.job.name}.log'"),
+    ("log file elsewhere", app("hydra.job_logging.handlers.file.filename=/etc/profile.d/x.sh"),
+     "hydra.job_logging.handlers.file.filename='/etc/profile.d/x.sh' is not allowed: /etc/profile.d/x.sh is outside "),
     ("log file escaping the run", app("hydra.job_logging.handlers.file.filename=${hydra.runtime.output_dir}/../../x"),
-     "a log file must be written inside the run's output folder"),
+     "is not allowed: it leads out of its parent folder with '..'; a log file must be written inside the run's output "
+     "folder (or the working or temporary directory), e.g. "
+     "hydra.job_logging.handlers.file.filename='${hydra.runtime.output_dir}/${hydra.job.name}.log'"),
+    ("debug log file elsewhere", app("hydra/hydra_logging=hydra_debug",
+                                     "hydra.hydra_logging.handlers.file.filename=/var/tmp/../../etc/cron.d/x"),
+     "hydra.hydra_logging.handlers.file.filename='/var/tmp/../../etc/cron.d/x' is not allowed: /etc/cron.d/x is "
+     "outside"),
     ("tuned_dir elsewhere", app("-m", "+search=ppo", "hydra.callbacks.mlflow_sweep.tuned_dir=/etc/x"),
      "hydra.callbacks.mlflow_sweep.tuned_dir='/etc/x' is not allowed"),
     ("runtime set by hand", app("hydra.runtime.output_dir=/etc"),

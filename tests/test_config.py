@@ -42,7 +42,7 @@ def test_trainer_config_yaml_is_what_mlagents_learn_reads():
 @pytest.mark.parametrize("overrides,message", [
     (["max_steps=0"], "max_steps must be a positive number of agent steps, got 0"),
     (["max_steps=-5"], "max_steps must be a positive number of agent steps, got -5"),
-    (["asset=tank"], "Could not find 'asset/tank'\n\nAvailable options in 'asset':\n\tnav\n\tpatrol"),
+    (["asset=tank"], "Could not find 'asset/tank'\n\nAvailable options in 'asset':\n\tforage\n\tnav\n\tpatrol\n\tpush"),
     (["algorithm=dqn"], "Available options in 'algorithm':\n\tpoca\n\tppo\n\tsac"),
     (["mode=evolution"], "Could not find 'mode/evolution'"),
     (["algorithm.hyperparameters.batch_size=big"], "algorithm.hyperparameters.batch_size must be int, got 'big'"),

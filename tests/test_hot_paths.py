@@ -172,11 +172,12 @@ def test_apply_installs_every_replacement_once_and_keeps_the_originals():
     assert all(f.__module__.split(".")[0] in ("mlagents", "mlagents_envs") for f in hot_paths.originals().values())
 
 
-def seeded_training(tmp_path, fast: str, algorithm: str, seed: int = 3) -> dict:
+def seeded_training(tmp_path, fast: str, algorithm: str, seed: int = 3, asset: str = "nav",
+                    steps: int = 2000) -> dict:
     """scripts/seeded_training.py: one in-process environment, fixed seed; metric history and final weights."""
-    out = tmp_path / f"{algorithm}-{seed}-fast{fast}.json"
-    subprocess.run([PYTHON, str(REPO / "scripts" / "seeded_training.py"), "--algorithm", algorithm,
-                    "--steps", "2000", "--seed", str(seed), "--out", str(out)],
+    out = tmp_path / f"{asset}-{algorithm}-{seed}-fast{fast}.json"
+    subprocess.run([PYTHON, str(REPO / "scripts" / "seeded_training.py"), "--algorithm", algorithm, "--asset", asset,
+                    "--steps", str(steps), "--seed", str(seed), "--out", str(out)],
                    check=True, env={**os.environ, FAST_ENV: fast}, cwd=REPO, stdout=subprocess.DEVNULL)
     return json.loads(out.read_text())
 
@@ -185,11 +186,21 @@ def seeded_training(tmp_path, fast: str, algorithm: str, seed: int = 3) -> dict:
 @pytest.mark.parametrize("algorithm", ["ppo", "sac"])
 def test_a_seeded_training_is_the_same_with_and_without_the_replacements(tmp_path, algorithm):
     upstream, ours = seeded_training(tmp_path, "0", algorithm), seeded_training(tmp_path, "1", algorithm)
+    assert (upstream["hot_paths"], ours["hot_paths"]) == (False, True)  # MLOPS_MLAGENTS_FAST=0 is upstream
     assert {"Environment/Cumulative Reward", "Losses/Policy Loss", "Losses/Value Loss"} <= ours["history"].keys()
     assert upstream["history"] == ours["history"]  # every summary: step, mean and each value behind it
     assert upstream["weights"] == ours["weights"]  # the trained policy, byte for byte
     # ...and that comparison would notice a different training
     assert seeded_training(tmp_path, "1", algorithm, seed=4)["weights"] != ours["weights"]
+
+
+@pytest.mark.slow
+def test_a_seeded_poca_training_with_agent_groups_is_the_same_with_and_without_the_replacements(tmp_path):
+    """push: three agents per area in one group - group observations, actions and rewards in every buffer."""
+    upstream, ours = (seeded_training(tmp_path, fast, "poca", seed=1, asset="push", steps=5000) for fast in "01")
+    assert {"Environment/Group Cumulative Reward", "Losses/Baseline Loss"} <= ours["history"].keys()
+    assert upstream["history"] == ours["history"]
+    assert upstream["weights"] == ours["weights"]
 
 
 def free_port() -> int:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import time
+import uuid
 
 import mlflow
 import pytest
@@ -86,3 +88,52 @@ def test_mlflow_run_with_the_ray_backend_finishes(ray_cluster, store, tmp_path):
     assert run.data.tags["ray.submission_id"] == f"mlflow-{run.info.run_id}"
     assert ray_cluster.node_named(run.data.tags["ray.node_id"]) in ("a", "b")
     assert run.data.params["max_steps"] == "3000" and "Environment/Cumulative Reward" in run.data.metrics
+
+
+def test_a_training_whose_node_dies_continues_its_run_on_the_other_node(ray_cluster, team_server, tmp_path,
+                                                                         monkeypatch):
+    """Node a is killed mid-training (every process of it, as a machine dies); the same request with
+    resume=<its run>, sent to node b, continues the same MLflow run from the checkpoint the training
+    uploaded to the team server: node b never saw node a's results directory."""
+    from pipeline.launch.request import LaunchRequest
+    from pipeline.training.resume import CHECKPOINT_STEP_TAG
+
+    experiment = f"ray-node-loss-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", team_server.url)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", experiment)
+    mlflow.set_tracking_uri(team_server.url)
+    values = {"max_steps": 30000, "env.num_envs": 1, "env.num_areas": 8, "algorithm.summary_freq": 1000,
+              "algorithm.checkpoint_interval": 2000, "algorithm.hyperparameters.buffer_size": 1024,
+              "algorithm.hyperparameters.batch_size": 256, "tracking.experiment_name": experiment}
+    on_a = RayJobExecutor(address=ray_cluster.dashboard_url, resources={"node_a": 1})
+    on_a.submit(LaunchRequest(groups={"asset": "nav"}, stage="train",
+                              values={**values, "results_dir": str(tmp_path / "node-a")}), f"{experiment}-a")
+    client = mlflow.MlflowClient()
+    deadline = time.monotonic() + 600
+    run = None
+    while time.monotonic() < deadline:
+        exp = client.get_experiment_by_name(experiment)
+        runs = client.search_runs([exp.experiment_id]) if exp else []
+        run = next((r for r in runs if r.data.tags.get(CHECKPOINT_STEP_TAG)), None)
+        if run is not None:
+            break
+        time.sleep(1)
+    assert run is not None, "no checkpoint reached the team server"
+    ray_cluster.kill("a")
+    try:
+        assert client.get_run(run.info.run_id).info.status == "RUNNING"  # its process died with the node
+        on_b = RayJobExecutor(address=ray_cluster.dashboard_url, resources={"node_b": 1})
+        resumed = LaunchRequest(groups={"asset": "nav"}, stage="train", resume=run.info.run_id,
+                                values={**values, "results_dir": str(tmp_path / "node-b")})
+        outcome = asyncio.run(on_b.run(resumed, submission_id=f"{experiment}-b"))
+        assert outcome.status == "FINISHED", outcome.error
+        assert ray_cluster.node_named(on_b.node_of(f"{experiment}-b")) == "b"
+        final = client.get_run(run.info.run_id)
+        assert final.info.status == "FINISHED"
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "Environment/Cumulative Reward")]
+        assert steps == sorted(set(steps)) and steps[-1] >= 29000  # monotone, no duplicates, to the end
+        assert len([r for r in client.search_runs([final.info.experiment_id])
+                    if r.data.tags.get("pipeline.stage") == "train"]) == 1  # the same run, not a new one
+    finally:
+        ray_cluster.add_worker("a")
+        ray_cluster.wait_for_nodes(240)

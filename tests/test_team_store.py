@@ -3,6 +3,7 @@ scheduler claims shared through PostgreSQL, resuming a killed training on anothe
 the tracking server holds, and concurrent first use of a brand-new sqlite store."""
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -103,6 +104,25 @@ def test_an_unreachable_claims_database_is_one_error_line_without_the_password()
                            "database (connection failed:")
     assert last.endswith("; check the host, port, database name and credentials in the URL")
     assert "s3cret" not in done.stderr + done.stdout
+
+
+def test_the_guides_scheduler_keeps_its_state_in_postgres(postgres_server):
+    from mlops_unity_pipeline import TrainingSchedule, TrainingScheduler, UnityAssetSpec, UnityMLOpsOrchestrator
+
+    url = fresh_database(postgres_server, "guide_claims")
+    scheduler = TrainingScheduler(UnityMLOpsOrchestrator(), state_path=url, log=lambda m: None)
+    scheduler.add_schedule(TrainingSchedule("nightly", "0 2 * * *", [UnityAssetSpec("nav-001", "NavigationAgent")]))
+
+    async def briefly() -> None:
+        task = asyncio.create_task(scheduler.run_forever())
+        await asyncio.sleep(1.0)
+        scheduler.stop()
+        await asyncio.wait_for(task, 60)
+
+    asyncio.run(briefly())
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT stopped_at IS NOT NULL, checked_through > 0 FROM runners "
+                            "JOIN watermarks ON TRUE").fetchall() == [(True, True)]
 
 
 # Each runner is scripts/cron_runner.py's own main(), with only its clock replaced by one shared fast clock
@@ -251,6 +271,19 @@ def test_two_processes_on_a_brand_new_sqlite_store_both_finish(tmp_path):
     runs = all_runs()
     assert sorted((r.data.tags["asset"], r.info.status) for r in runs) == [("agent-1", "FINISHED"),
                                                                           ("nav-001", "FINISHED")]
+
+
+FIRST_USE = ("import sys, mlflow; from pipeline.tracking import store; store.configure(sys.argv[1]); "
+             "print(len(mlflow.MlflowClient().search_experiments()))")
+
+
+def test_two_processes_on_a_brand_new_postgres_store_both_start(postgres_server):
+    uri = fresh_database(postgres_server, "direct_store")  # MLFLOW_TRACKING_URI=postgresql://..., no server
+    procs = [subprocess.Popen([PYTHON, "-c", FIRST_USE, uri], cwd=REPO, env=child_env(), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert [o.strip().splitlines()[-1] for o in outs] == ["1", "1"]  # the Default experiment, created once
 
 
 def test_a_ready_store_is_recognised_without_building_mlflows_store_or_locking(tmp_path):

@@ -9,7 +9,8 @@ and config-group choices that are paths. Checked before Hydra acts on any of the
   log file there) may only lie inside the working directory or the system temporary directory (where tests
   and throw-away runs put them); `hydra.sweep.subdir` must stay inside the sweep directory; `hydra.output_subdir`
   and `hydra.job.name` name files inside the run's folder, so they are plain names; log-file `filename`s of
-  hydra.job_logging / hydra.hydra_logging must lie inside `${hydra.runtime.output_dir}`; our sweep callback's
+  hydra.job_logging / hydra.hydra_logging must lie inside `${hydra.runtime.output_dir}` (or, like Hydra's own
+  hydra_debug logging, the working or temporary directory); our sweep callback's
   `tuned_dir` (where a search writes its best config) follows the run.dir rule. Only the interpolations Hydra
   itself uses there (`${now:...}`, `${hydra.job.num|id|name}`) are accepted, since anything else
   (`${oc.env:HOME}`) cannot be judged before it is resolved.
@@ -164,10 +165,14 @@ def _check_key(path: tuple, value: Any, composed: bool) -> None:
     elif len(path) == 5 and path[1] in ("job_logging", "hydra_logging") and path[2] == "handlers" \
             and path[4] == "filename":
         text = str(value)
-        rest = text[len(OUTPUT_DIR) + 1:] if text.startswith(OUTPUT_DIR + "/") else None
-        if rest is None or _escapes(rest) or "/" in KNOWN_INTERPOLATION.sub("x", rest):
-            raise ConfigError(f"{where} is not allowed: a log file must be written inside the run's output folder, "
-                              f"e.g. {'.'.join(path)}='{OUTPUT_DIR}/${{hydra.job.name}}.log' ({WHERE})")
+        if text.startswith(OUTPUT_DIR + "/"):
+            problem = _escapes(text[len(OUTPUT_DIR) + 1:])
+        else:  # Hydra's own hydra_debug logging writes hydra-<job>.log into the working directory
+            problem = _outside(value)
+        if problem:
+            raise ConfigError(f"{where} is not allowed: {problem}; a log file must be written inside the run's output "
+                              "folder (or the working or temporary directory), e.g. "
+                              f"{'.'.join(path)}='{OUTPUT_DIR}/${{hydra.job.name}}.log' ({WHERE})")
 
 
 def _empty(value: Any) -> bool:

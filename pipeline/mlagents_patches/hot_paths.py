@@ -1,14 +1,17 @@
 """Faster replacements for ML-Agents 1.1.0's hot paths (see pipeline/mlagents_patches/__init__.py).
 
-Chosen from py-spy profiles of nav PPO training (bench/results.md has the before/after tables). Each one
-returns what ML-Agents' own function returns on the same inputs and random state - the same elements,
-in the same order, in the same containers - so a seeded training is unchanged; tests/test_hot_paths.py
-calls `ORIGINALS` and the replacement side by side.
+Chosen from py-spy profiles of nav PPO training (scripts/bench_profile.py; bench/results.md has the
+before/after tables). Each one returns what ML-Agents' own function returns on the same inputs and random
+state - equal elements, bit for bit, in the same order, in the same container types, drawing the same random
+numbers - so a seeded training is unchanged; tests/test_hot_paths.py calls `originals()` and the
+replacement side by side, and trains with and without them.
 
 ML-Agents keeps every buffer field as a Python list of small NumPy arrays, and its versions index that
 list one element (or one one-element slice) at a time through `AgentBufferField.__getitem__`, a Python
 method that wraps every slice in a new AgentBufferField. The replacements index a plain copy of the list
-once per field instead.
+once per field instead. The rest of a training step is torch, the environment workers' pipes, and
+Python's cyclic garbage collector, which traversed every object of the (large) update buffer and of the
+start-up imports over and over (~15% of the loop): see `start_learning`.
 
 Measured and left alone (under 1% of a training step each): `get_gae`/`discount_rewards` (a loop over at
 most time_horizon floats; a vectorised filter would round differently), observation normalisation
@@ -23,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-# (owner, attribute name) -> ML-Agents' own function, filled by apply(); the tests compare against these.
+# "Class.attribute" -> ML-Agents' own function, filled by apply(); the tests compare against these.
 ORIGINALS: dict[str, Callable[..., Any]] = {}
 
 

@@ -23,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,7 @@ class LearnRun:
         self.interrupted_by: str | None = None
         self._pid = os.getpid()
         self._ended = False
-        self.writers: list = []  # its StatsWriters, flushed at exit
+        self.flush: Callable[[], None] | None = None  # set by the plugin: write what its writers have pending
         given = os.environ.get("MLFLOW_RUN_ID")
         self.owned = not given
         if given:
@@ -145,9 +146,8 @@ class LearnRun:
         self._ended = True
         status, why = self.status()
         try:
-            from pipeline.tracking.stats_writer import write_pending_summaries
-
-            write_pending_summaries(self.writers)
+            if self.flush is not None:
+                self.flush()  # the last summary, which ML-Agents never writes
             self.log_outputs()
         except Exception as exc:  # noqa: BLE001 - still end the run: RUNNING forever is worse than missing files
             status, why = "FAILED", why or f"logging the results failed: {type(exc).__name__}: {exc}"

@@ -126,5 +126,6 @@ def get_mlflow_writers(run_options: Any) -> list[StatsWriter]:
     from pipeline.tracking.mlagents_learn_run import LearnRun
 
     run = LearnRun(run_options)
-    run.writers = [MLflowStatsWriter(run.run_id, run.primary_category, client=run.client)]
-    return list(run.writers)
+    writers: list[StatsWriter] = [MLflowStatsWriter(run.run_id, run.primary_category, client=run.client)]
+    run.flush = lambda: write_pending_summaries(writers)
+    return writers

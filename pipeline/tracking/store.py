@@ -1,10 +1,11 @@
 """Which MLflow store runs go to: $MLFLOW_TRACKING_URI, else an embedded sqlite store in the repo root.
 
-A brand-new sqlite store is created once, under a file lock beside it: MLflow creates the tables and runs
-its migrations on first connect without any lock of its own, so two processes starting at once on a new
-store used to fail one of them ("table experiments already exists", "duplicate column name"). After
-that, a store this process has seen is not checked again, and a store another process finished creating
-is recognised by its stamped schema version (one sqlite read, no migration, no lock).
+A brand-new store is created once, under a lock: MLflow creates the tables and runs its migrations on
+first connect without any lock of its own, so two processes starting at once on a new store used to fail
+one of them ("table experiments already exists", "duplicate column name"). The lock is a file beside a
+sqlite store, or a PostgreSQL advisory lock for a `postgresql://` store used directly. After that, a store
+this process has seen is not checked again, and a store another process finished creating is recognised
+by its stamped schema version (one read, no migration, no lock).
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from pipeline.paths import REPO_ROOT
 
 DEFAULT_URI = f"sqlite:///{REPO_ROOT / 'mlflow.db'}"
 SQLITE = "sqlite:///"
+POSTGRES = ("postgresql://", "postgresql+psycopg://", "postgres://")
+_PG_INIT_LOCK = 0x6D6C666C6F775F69  # advisory lock key: "mlflow_i"
 
 _ready: set[str] = set()  # stores this process has made sure exist
 
@@ -31,7 +34,12 @@ def configure(tracking_uri: str | None = None) -> str:
 
 def prepare(uri: str) -> None:
     """Make sure the store at `uri` exists with MLflow's schema, creating it once if several processes race."""
-    if uri in _ready or not uri.startswith(SQLITE) or uri == f"{SQLITE}:memory:":
+    if uri in _ready:
+        return
+    if uri.startswith(POSTGRES):
+        _prepare_postgres(uri)
+        return
+    if not uri.startswith(SQLITE) or uri == f"{SQLITE}:memory:":
         return
     path = Path(uri[len(SQLITE):])
     if not _created(path):
@@ -46,6 +54,34 @@ def prepare(uri: str) -> None:
 
                 _get_store(uri)
     _ready.add(uri)
+
+
+def _prepare_postgres(uri: str) -> None:
+    import psycopg
+
+    try:
+        conn = psycopg.connect(uri.replace("postgresql+psycopg://", "postgresql://", 1), autocommit=True,
+                               connect_timeout=30)
+    except psycopg.Error:
+        return  # unreachable: MLflow reports it in its own words when it first connects
+    with conn:
+        if not _pg_created(conn):
+            conn.execute("SELECT pg_advisory_lock(%s)", (_PG_INIT_LOCK,))
+            try:
+                if not _pg_created(conn):
+                    from mlflow.tracking._tracking_service.utils import _get_store
+
+                    _get_store(uri)
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (_PG_INIT_LOCK,))
+    _ready.add(uri)
+
+
+def _pg_created(conn) -> bool:
+    # PostgreSQL's DDL is transactional: the version row appears when the whole migration commits.
+    if conn.execute("SELECT to_regclass('alembic_version')").fetchone()[0] is None:
+        return False
+    return conn.execute("SELECT version_num FROM alembic_version").fetchone() is not None
 
 
 def _created(path: Path) -> bool:
