@@ -166,7 +166,8 @@ class UnityMLOpsOrchestrator:
     @staticmethod
     def _result(job: TrainingJob, data: dict) -> TrainingJobResult:
         train, evaluate, register = data.get("train") or {}, data.get("evaluate") or {}, data.get("register") or {}
-        run_ids = {stage: data[stage]["run_id"] for stage in ("build", "train", "evaluate", "register") if data.get(stage)}
+        run_ids = {stage: data[stage]["run_id"] for stage in ("build", "train", "evaluate", "register")
+                   if data.get(stage)}
         behavior = job.asset_spec.name
         return TrainingJobResult(
             job_id=job.job_id, status=data["status"], asset_id=data["asset_id"], run_id=data["run_id"],

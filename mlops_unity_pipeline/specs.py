@@ -8,6 +8,7 @@ truncated (observation_space={"raycast": 8.9} is an error).
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import re
 from dataclasses import dataclass, field
@@ -27,12 +28,12 @@ def whole_number(owner: str, name: str, value: Any, minimum: int, maximum: int |
     """value as an int, or a TypeError/ValueError naming owner.name and the fix."""
     where = f"{owner}.{name}"
     hint = f" (e.g. {example})" if example else ""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):  # numpy numbers are Real too
         raise TypeError(f"{where} must be a whole number, got {type(value).__name__} {value!r}{hint}")
-    if isinstance(value, float):
+    if not isinstance(value, numbers.Integral):
         if not math.isfinite(value) or value != int(value):
             raise ValueError(f"{where} must be a whole number, got {value!r}; it would be truncated{hint}")
-        value = int(value)
+    value = int(value)
     if value < minimum or (maximum is not None and value > maximum):
         bound = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
         raise ValueError(f"{where} must be {bound}, got {value}{hint}")
@@ -41,7 +42,7 @@ def whole_number(owner: str, name: str, value: Any, minimum: int, maximum: int |
 
 def positive_real(owner: str, name: str, value: Any, example: str) -> float:
     where = f"{owner}.{name}"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{where} must be a number, got {type(value).__name__} {value!r} (e.g. {example})")
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"{where} must be a finite number > 0, got {value!r} (e.g. {example})")
@@ -220,7 +221,7 @@ def check_schedule(schedule: Any) -> None:
     one_of(owner, "overlap_policy", schedule.overlap_policy, OVERLAP_POLICIES)
     one_of(owner, "misfire_policy", schedule.misfire_policy, MISFIRE_POLICIES)
     grace = schedule.misfire_grace_seconds
-    if isinstance(grace, bool) or not isinstance(grace, (int, float)) or not math.isfinite(grace) or grace < 0:
+    if isinstance(grace, bool) or not isinstance(grace, numbers.Real) or not math.isfinite(grace) or grace < 0:
         raise ValueError(f"{owner}.misfire_grace_seconds must be a finite number of seconds >= 0, got {grace!r} "
                          f"(e.g. misfire_grace_seconds=3600)")
     for flag in ("enabled", "resume_interrupted"):

@@ -113,12 +113,12 @@ def simulation_speed(seconds: float = 2.0, names: tuple[str, ...] = ("nav", "pat
 RESULTS = REPO / "bench" / "results.md"
 
 
-def append_results(title: str, lines: list[str], out: Path = RESULTS) -> None:
-    """One dated section of bench/results.md, with the machine it ran on."""
+def append_results(title: str, lines: list[str], out: Path = RESULTS, block: str = "") -> None:
+    """One dated section of bench/results.md, with the machine it ran on; `block` (a table) goes in as is."""
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("a") as f:
         f.write(f"\n## {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC} — {title}\n\n- machine: {machine()}\n"
-                + "".join(f"- {line}\n" for line in lines))
+                + "".join(f"- {line}\n" for line in lines) + (f"\n{block}\n" if block else ""))
     print(f"appended to {out}")
 
 
@@ -189,16 +189,15 @@ def peer(steps: int, tmp: str, env: dict) -> dict:
     import mlflow
 
     out = Path(tmp) / "sb3.json"
-    start = time.perf_counter()
-    subprocess.run([sys.executable, str(REPO / "scripts" / "bench_peer_sb3.py"), "--steps", str(steps),
-                    "--out", str(out)], check=True, env=env, cwd=REPO, stdout=subprocess.DEVNULL)
-    sb3 = {**json.loads(out.read_text()), "wall": time.perf_counter() - start}
+    wall, cpu = timed_cpu([sys.executable, str(REPO / "scripts" / "bench_peer_sb3.py"), "--steps", str(steps),
+                           "--out", str(out)], env)
+    sb3 = {**json.loads(out.read_text()), "wall": wall, "cpu": cpu}
     result = Path(tmp) / "peer-ours.json"
-    wall = timed([sys.executable, "-m", "pipeline.cli", "train", "--max_steps", str(steps), "--seed", "0",
-                  "--result-json", str(result), "--overrides", f"results_dir={tmp}/peer"], env)
+    wall, cpu = timed_cpu([sys.executable, "-m", "pipeline.cli", "train", "--max_steps", str(steps), "--seed", "0",
+                           "--result-json", str(result), "--overrides", f"results_dir={tmp}/peer"], env)
     run_id = json.loads(result.read_text())["run_id"]
     history = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"]).get_metric_history(run_id, "Environment/Success Rate")
-    ours = {"wall": wall, "steps_per_s": steps / loop_seconds(Path(tmp) / "peer"),
+    ours = {"wall": wall, "cpu": cpu, "steps_per_s": steps / loop_seconds(Path(tmp) / "peer"),
             "success": max(history, key=lambda m: m.step).value if history else float("nan")}
     return {"steps": steps, "sb3": sb3, "ours": ours}
 
@@ -258,7 +257,8 @@ def main() -> None:
             f"{sb3['steps_per_s']:,.0f} steps/s (process {sb3['wall']:.1f} s), success {sb3['success_last_10k']:.0%} "
             f"over its last 10k steps; ours {ours['steps_per_s']:,.0f} steps/s (process {ours['wall']:.1f} s), "
             f"success {ours['success']:.0%} at the last summary; ours/SB3 steps/s "
-            f"**{ours['steps_per_s'] / sb3['steps_per_s']:.2f}**")
+            f"**{ours['steps_per_s'] / sb3['steps_per_s']:.2f}**; whole-process CPU seconds ours/SB3 "
+            f"{ours['cpu']:.0f}/{sb3['cpu']:.0f} = **{ours['cpu'] / sb3['cpu']:.2f}**")
     lines += [f"simulation {k}: {v:,.0f} steps/s (env stepping only, zero actions)" for k, v in sim.items()]
     print("\n".join(lines))
     append_results("training speed: pipeline vs bare ML-Agents 1.1.0, and the SB3 peer", lines, args.out)

@@ -126,9 +126,11 @@ def table(cells: list[Cell]) -> list[str]:
         minutes = sum(c.seconds) / len(c.seconds) / 60
         rate = sum(s / t for s, t in zip(c.steps, c.seconds)) / len(c.steps)
         if c.default and c.heuristic:
-            met = m >= GOAL * c.heuristic and minutes <= GOAL_MINUTES
-            note = (note + "; " if note else "") + (f"default: goal {'met' if met else 'not met'} "
-                                                    f"(>= {GOAL} x heuristic in <= {GOAL_MINUTES} min)")
+            good = m >= GOAL * c.heuristic
+            fast = minutes <= GOAL_MINUTES
+            note = (note + "; " if note else "") + (
+                f"default: success {'>=' if good else '<'} {GOAL} x heuristic, "
+                f"time {'within' if fast else 'over'} {GOAL_MINUTES} min")
         rows.append(f"| {c.asset} | {'**' + c.algorithm + '**' if c.default else c.algorithm} | {len(c.successes)} | "
                     f"{ci} | {', '.join(f'{s:.2f}' for s in c.successes)} | "
                     f"{sum(c.rewards) / len(c.rewards):.2f} | {minutes:.1f} min | {rate:,.0f} | "
@@ -155,7 +157,10 @@ def main() -> None:
             r = json.loads(line)
             add(cells.setdefault((r["asset"], r["algorithm"]), Cell(r["asset"], r["algorithm"])), r)
         order = [(a, x) for a, xs in APPLICABLE.items() for x in xs]
-        print("\n".join(table([cells[k] for k in order if k in cells])))
+        rows = table([cells[k] for k in order if k in cells])
+        print("\n".join(rows))
+        if not args.no_append:
+            append(rows, [f"from {args.table_from}"] + ([args.note] if args.note else []))
         return
 
     pairs = [tuple(c.split("/")) for c in args.cells] if args.cells else [
@@ -185,15 +190,16 @@ def main() -> None:
     rows = table(cells)
     print("\n".join(rows))
     if not args.no_append:
-        from bench import append_results  # scripts/bench.py: the dated section with the machine
+        append(rows, [f"seeds {args.seeds}, {args.episodes} evaluation episodes per seed, default configs"
+                      + (f", overrides {args.set}" if args.set else "")] + ([args.note] if args.note else []))
 
-        lines = [f"seeds {args.seeds}, {args.episodes} evaluation episodes per seed, default configs"
-                 + (f", overrides {args.set}" if args.set else "")]
-        if args.note:
-            lines.append(args.note)
-        append_results("learning table", lines)
-        with (REPO / "bench" / "results.md").open("a") as f:
-            f.write("\n" + "\n".join(rows) + "\n")
+
+def append(rows: list[str], lines: list[str]) -> None:
+    from bench import append_results  # scripts/bench.py: the dated section with the machine
+
+    append_results("learning table", lines)
+    with (REPO / "bench" / "results.md").open("a") as f:
+        f.write("\n" + "\n".join(rows) + "\n")
 
 
 if __name__ == "__main__":

@@ -93,16 +93,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-profile-") as tmp:
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
         before, after = profile(False, args.steps, tmp), profile(True, args.steps, tmp)
-    lines = [f"{'':38} {'upstream':>9} {'ours':>9}",
-             f"{'samples in start_learning (100/s)':38} {before[0]:>9} {after[0]:>9}"]
+    table = ["| share of the training loop (inclusive) | upstream | ours |", "|---|---|---|",
+             f"| samples in `start_learning` (100/s) | {before[0]} | {after[0]} |"]
     for label, _ in ROWS:
-        lines.append(f"{label:38} {100 * before[1][label] / before[0]:8.1f}% {100 * after[1][label] / after[0]:8.1f}%")
+        table.append(f"| {label.strip() if not label.startswith('  ') else '&nbsp;&nbsp;' + label.strip()} | "
+                     f"{100 * before[1][label] / before[0]:.1f}% | {100 * after[1][label] / after[0]:.1f}% |")
     ratio = after[0] / before[0]
-    lines.append(f"training loop time, ours / upstream: {ratio:.2f} (one run each; wall-clock samples)")
-    print("\n".join(lines))
+    summary = f"training loop time ours / upstream: **{ratio:.2f}** (one run each, wall-clock samples)"
+    print("\n".join([*table, summary]))
     if not args.no_record:
         append_results(f"profile: nav/ppo, {args.steps:,} steps, 2 workers x 16 areas (py-spy, trainer process)",
-                       ["shares of `TrainerController.start_learning`, inclusive:", "```", *lines, "```"])
+                       [summary], block="\n".join(table))
 
 
 if __name__ == "__main__":

@@ -95,3 +95,20 @@ def test_mlflow_run_without_experiment_name_keeps_parent_and_stages_in_one_exper
     assert main.data.tags["mlflow.project.entryPoint"] == "main"  # the run `mlflow run` made is the parent
     assert all(r.data.tags["mlflow.parentRunId"] == main.info.run_id for r in found if r is not main)
     assert mlflow.get_experiment_by_name("unity-mlagents") is None
+
+
+@pytest.mark.slow
+def test_a_sweep_under_mlflow_run_keeps_its_jobs_in_the_experiment_of_mlflow_runs_run(store, tmp_path):
+    env = child_env()
+    env.pop("MLFLOW_EXPERIMENT_NAME")
+    overrides = " ".join([*SHORT, "max_steps=500", "seed=0,1", "stages=[train]", f"results_dir={tmp_path / 'results'}"])
+    cmd = [str(REPO / ".venv" / "bin" / "mlflow"), "run", str(REPO), "-e", "main", "-P", f"overrides={overrides}",
+           "--env-manager", "local"]
+    out = subprocess.run(cmd, check=False, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
+    assert out.returncode == 0, out.stderr[-3000:]
+    client = mlflow.MlflowClient()
+    found = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    stages = sorted(r.data.tags.get("pipeline.stage") for r in found)
+    assert stages == ["main", "main", "sweep", "train", "train"]
+    assert {r.info.experiment_id for r in found} == {"0"}
+    assert "sweep: parent run" in out.stdout and "(experiment Default)" in out.stdout

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pytest
 
 from mlops_unity_pipeline import (
@@ -51,6 +52,7 @@ def test_the_guides_examples_construct_as_written(tmp_path, monkeypatch):
 def test_lowercase_names_and_whole_valued_floats_are_accepted():
     config = RLTrainingConfig(algorithm="sac", max_steps=1e5, seed=2**31 - 1)
     assert config.max_steps == 100_000 and isinstance(config.max_steps, int)
+    assert RLTrainingConfig(num_envs=np.int64(4)).num_envs == 4  # e.g. from a numpy grid
     spec = UnityAssetSpec(**NAV, observation_space={"raycast": 8.0},
                           action_space={"type": "discrete", "branches": [5, 3]})
     assert spec.observation_space == {"raycast": 8} and spec.action_space["branches"] == [5, 3]

@@ -175,3 +175,28 @@ def test_a_guide_job_with_nasty_text_trains_for_real_with_it_exactly(store, tmp_
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+def test_a_schedule_sends_its_fires_to_ray_when_it_says_so():
+    from pipeline.config.errors import ConfigError
+    from pipeline.launch.ray_jobs import RayJobExecutor
+    from pipeline.scheduling.settings import build_schedule, load_config
+
+    schedule = build_schedule(load_config("nightly", ["executor.kind=ray", "executor.address=http://127.0.0.1:8265"]))
+    executor = schedule.extra["executor"]
+    assert isinstance(executor, RayJobExecutor) and executor.address == "http://127.0.0.1:8265"
+    assert "executor" not in build_schedule(load_config("nightly")).extra  # local: a child of the runner
+    with pytest.raises(ConfigError, match=r"^schedule 'nightly': executor.kind 'slurm' is not an executor; "
+                                          r"choose local or ray$"):
+        build_schedule(load_config("nightly", ["executor.kind=slurm"]))
+
+
+def test_a_fire_has_one_ray_submission_id():
+    from pipeline.scheduling.launcher import submission_id
+
+    fire = submission_id("nightly", "2026-12-02T02:00", "nav-001")
+    assert fire == submission_id("nightly", "2026-12-02T02:00", "nav-001")
+    others = {submission_id("nightly", "2026-12-02T02:01", "nav-001"), submission_id("nightly", "2026-12-02T02:00",
+              "patrol-001"), submission_id("weekly", "2026-12-02T02:00", "nav-001")}
+    assert fire not in others and len(others) == 3
+    assert fire.startswith("fire-nightly-2026-12-02T02-00-nav-001-0-")

@@ -105,6 +105,7 @@ class MlflowSweepCallback(Callback):
                 **runs.code_version(), **process_tags(), **OmegaConf.to_container(config.run_tags)}
         if adopted:
             parent = adopted
+            experiment_id = client.get_run(parent).info.experiment_id  # the jobs go where `mlflow run` put it
             client.log_batch(parent, tags=[RunTag(k, str(v)) for k, v in tags.items()])
         else:
             swept = [o for o in overrides if jobs.is_sweep([o])]
@@ -137,7 +138,7 @@ class MlflowSweepCallback(Callback):
         os.environ[PARENT_ENV] = parent
         _sweep = _Sweep(parent, experiment_id, bool(adopted), server, prior_uri, config)
         atexit.register(_finish_at_exit, self)
-        print(f"sweep: parent run {parent} (experiment {config.tracking.experiment_name})", flush=True)
+        print(f"sweep: parent run {parent} (experiment {client.get_experiment(experiment_id).name})", flush=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         _finish(self, completed=True)
@@ -158,7 +159,7 @@ class MlflowSweepCallback(Callback):
                 "sweep.job": str(config.hydra.job.num), "sweep.overrides": redact_uri(" ".join(overrides))[:MAX_TAG],
                 "sweep.config": redact_uri(jobs.config_key(varied))[:MAX_TAG],
                 **{f"sweep.override.{k}": redact_uri(v)[:MAX_TAG] for k, v in params.items()}}
-        experiment_id = store.experiment_id(config.tracking.experiment_name)
+        experiment_id = client.get_run(parent).info.experiment_id  # one experiment for the sweep and its jobs
         name = " ".join(f"{k}={v}" for k, v in varied.items()) or "default"
         child = client.create_run(experiment_id, run_name=redact_uri(f"#{config.hydra.job.num} {name}")[:250],
                                   tags=tags).info.run_id

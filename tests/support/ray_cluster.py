@@ -212,6 +212,7 @@ def ray_cluster() -> Iterator[RayCluster]:
         cluster.start()
     except (RayUnavailable, OSError) as exc:
         cluster.stop()
+        shutil.rmtree(base, ignore_errors=True)
         pytest.skip(f"a local Ray cluster cannot start on this machine: {exc}")
     try:
         yield cluster
