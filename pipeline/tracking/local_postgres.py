@@ -107,7 +107,8 @@ class LocalPostgres:
         self._check_reachable()
         cmd = [str(self.bin / "initdb"), "-D", str(self.data_dir), "-U", SUPERUSER, "--auth=trust",
                "-E", "UTF8", "--no-locale", "--no-sync"]
-        done = subprocess.run(cmd, check=False, capture_output=True, text=True, cwd=self.data_dir, **self._as_server_user())
+        done = subprocess.run(cmd, check=False, capture_output=True, text=True, cwd=self.data_dir,
+                              **self._as_server_user())
         if done.returncode != 0:
             raise RuntimeError(f"initdb failed for {self.data_dir}: {(done.stderr or done.stdout).strip()[-2000:]}")
 

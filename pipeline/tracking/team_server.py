@@ -71,7 +71,7 @@ def main(argv=None) -> int:
         server = TrackingServer(urls["mlflow"], log_path=root / "mlflow-server.log", port=args.port,
                                 artifacts_destination=root / "artifacts", host=args.host, workers=args.workers)
         print(f"team-server: mlflow server on {args.host}:{args.port} (log {server.log_path})", flush=True)
-        with server.start():
+        with server:
             print(f"team-server: ready. Ctrl-C stops it.\n"
                   f"  export MLFLOW_TRACKING_URI={server.url}\n"
                   f"  scheduler claims: --state {urls['scheduler']}", flush=True)

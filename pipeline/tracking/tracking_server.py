@@ -49,6 +49,8 @@ class TrackingServer:
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 120.0) -> TrackingServer:
+        if self.proc is not None and self.proc.poll() is None:
+            return self  # already running (`with server.start():` enters it a second time)
         mlflow_bin = Path(sys.executable).with_name("mlflow")
         cmd = [str(mlflow_bin) if mlflow_bin.exists() else "mlflow", "ui" if self.ui else "server",
                "--backend-store-uri", self.backend_uri, "--host", self.host, "--port", str(self.port),

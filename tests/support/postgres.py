@@ -75,7 +75,8 @@ def team_server(postgres_server: LocalPostgres) -> Iterator[TeamServer]:
     backend = postgres_server.create_database("team_mlflow")
     server = TrackingServer(backend, log_path=root / "mlflow-server.log", artifacts_destination=root / "artifacts")
     try:
-        with server.start(timeout=180):
-            yield TeamServer(server.url, backend, root / "artifacts", root / "mlflow-server.log")
+        server.start(timeout=180)
+        yield TeamServer(server.url, backend, root / "artifacts", root / "mlflow-server.log")
     finally:
+        server.stop()
         shutil.rmtree(root, ignore_errors=True)
