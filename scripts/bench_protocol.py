@@ -38,7 +38,8 @@ def drive(env, steps: int, action_size: int, seed: int) -> float:
     start = time.perf_counter()
     for _ in range(steps):
         decision, _ = env.get_steps(name)
-        env.set_actions(name, ActionTuple(continuous=rng.uniform(-1, 1, (len(decision), action_size)).astype(np.float32)))
+        actions = rng.uniform(-1, 1, (len(decision), action_size)).astype(np.float32)
+        env.set_actions(name, ActionTuple(continuous=actions))
         env.step()
     return time.perf_counter() - start
 
@@ -76,7 +77,8 @@ def main() -> None:
     out["protocol_vs_in_process"] = out["protocol"]["agent_steps_per_s"] / out["in_process"]["agent_steps_per_s"]
     print(f"{args.simulation}, {args.areas} areas, {args.steps} steps, random actions")
     for k in rows:
-        print(f"  {k:<11} {out[k]['env_steps_per_s']:9.1f} env steps/s  {out[k]['agent_steps_per_s']:10.0f} agent steps/s")
+        print(f"  {k:<11} {out[k]['env_steps_per_s']:9.1f} env steps/s  "
+              f"{out[k]['agent_steps_per_s']:10.0f} agent steps/s")
     print(f"  protocol / in-process: {out['protocol_vs_in_process']:.3f}")
     if args.json:
         args.json.write_text(json.dumps(out, indent=2))

@@ -94,7 +94,8 @@ def main() -> None:
         from pipeline.evaluation.onnx_contract import check_policy
 
         check_policy(Path(run.data.tags["results_dir"]) / "NavigationAgent.onnx", (8, 2, 2), 2)
-        row = {"kills": args.kills, "reaped_failed": killed_ok, "terms": args.terms, "terms_killed_with_checkpoint": terms_ok,
+        row = {"kills": args.kills, "reaped_failed": killed_ok, "terms": args.terms,
+               "terms_killed_with_checkpoint": terms_ok,
                "final_status": mlflow.get_run(run.info.run_id).info.status, "points": len(steps),
                "monotone": steps == sorted(steps), "duplicates": len(steps) - len(set(steps)),
                "max_gap": max(b - a for a, b in zip(steps, steps[1:])), "last_step": steps[-1]}
@@ -102,10 +103,10 @@ def main() -> None:
     with args.out.open("a") as f:
         f.write(f"## {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC} — crash soak (nav, PPO, checkpoint every "
                 f"{CHECKPOINT} steps)\n\n- {row['kills']} SIGKILLs at random points: {row['reaped_failed']} reaped "
-                f"FAILED and resumed; {row['terms']} SIGTERMs: {row['terms_killed_with_checkpoint']} ended KILLED with a "
-                f"checkpoint\n- final run: {row['final_status']}, one MLflow run, {row['points']} points, monotone="
-                f"{row['monotone']}, duplicates={row['duplicates']}, largest step gap {row['max_gap']}, last step "
-                f"{row['last_step']}, ONNX valid\n\n")
+                f"FAILED and resumed; {row['terms']} SIGTERMs: {row['terms_killed_with_checkpoint']} ended KILLED "
+                f"with a checkpoint\n- final run: {row['final_status']}, one MLflow run, {row['points']} points, "
+                f"monotone={row['monotone']}, duplicates={row['duplicates']}, largest step gap {row['max_gap']}, "
+                f"last step {row['last_step']}, ONNX valid\n\n")
 
 
 if __name__ == "__main__":

@@ -115,8 +115,8 @@ def main() -> None:
 
     append_results("scheduler: idle cost and trigger latency", [
         f"idle runner: **{cpu:.3f}%** of one core over {args.idle:.0f} s"]
-        + [f"fire {f['scheduled_minute']}: claimed +{f['claim_s']:.3f} s, child launched +{f['launch_s']:.3f} s, MLflow run "
-           f"created +{f['mlflow_run_s']:.2f} s after the scheduled minute" for f in fires])
+        + [f"fire {f['scheduled_minute']}: claimed +{f['claim_s']:.3f} s, child launched +{f['launch_s']:.3f} s, "
+           f"MLflow run created +{f['mlflow_run_s']:.2f} s after the scheduled minute" for f in fires])
 
 
 if __name__ == "__main__":

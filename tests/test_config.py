@@ -14,7 +14,8 @@ from tests.support.store import all_runs
 
 def test_defaults_compose_to_the_nav_ppo_online_plan():
     plan = compose_plan([])
-    assert (plan.asset_id, plan.behavior_name, plan.algorithm, plan.mode) == ("nav-001", "NavigationAgent", "ppo", "online")
+    assert (plan.asset_id, plan.behavior_name, plan.algorithm, plan.mode) == (
+        "nav-001", "NavigationAgent", "ppo", "online")
     assert plan.max_steps == 150_000 and plan.simulation == "nav"
 
 
@@ -49,14 +50,16 @@ def test_trainer_config_yaml_is_what_mlagents_learn_reads():
     (["+algorithm.hyperparameters.batchsize=64"],
      "algorithm.hyperparameters.batchsize is not an option of ML-Agents' PPOSettings; valid options: batch_size,"),
     (["+algorithm.max_step=10"], "algorithm.max_step is not an option of ML-Agents' TrainerSettings"),
-    (["algorithm.trainer_type=a2c"], "algorithm.trainer_type 'a2c' is not an ML-Agents trainer; choose one of: poca, ppo, sac"),
+    (["algorithm.trainer_type=a2c"],
+     "algorithm.trainer_type 'a2c' is not an ML-Agents trainer; choose one of: poca, ppo, sac"),
     (["env.num_envs=two"], "Value 'two' of type 'str' could not be converted to Integer\n    full_key: env.num_envs"),
     (["env.num_envs=0"], "env.num_envs must be >= 1, got 0"),
     (["asset.bogus=1"], "Could not override 'asset.bogus'."),
     (["asset.observation_space.raycast=16"], "asset.observation_space.raycast=16 but simulation 'nav' gives 8"),
     (["+asset.observation_space.lidar=3"], "asset.observation_space.lidar: simulation 'nav' has no sensor 'lidar'"),
     (["asset.asset_id=../../etc"], "asset.asset_id '../../etc' must be 1-64 letters, digits"),
-    (["env_path=/builds/Nav.x86_64"], "env_path=/builds/Nav.x86_64: no such file; give the path of a Unity player build"),
+    (["env_path=/builds/Nav.x86_64"],
+     "env_path=/builds/Nav.x86_64: no such file; give the path of a Unity player build"),
     (["evaluation.episodes=0"], "evaluation.episodes must be >= 1, got 0"),
 ])
 def test_bad_config_is_refused_with_the_key_named(overrides, message):

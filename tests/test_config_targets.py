@@ -10,12 +10,13 @@ import inspect
 import subprocess
 
 import pytest
-from hydra.core.config_store import ConfigStore
+import yaml
 from hydra._internal.utils import get_args_parser
+from hydra.core.config_store import ConfigStore
 from hydra.utils import get_class
 
-from pipeline.config.targets import ALLOWED, LAUNCHERS, SAMPLERS, SWEEP_CALLBACK, SWEEPERS
 from pipeline.config.command_line import check_command_line, compose_as_hydra
+from pipeline.config.targets import ALLOWED, LAUNCHERS, SAMPLERS, SWEEP_CALLBACK, SWEEPERS
 from tests.support.process import PYTHON, REPO, child_env
 from tests.support.store import all_runs
 
@@ -31,6 +32,7 @@ def test_the_allow_list_names_exact_classes():
 def test_the_allow_list_is_what_hydra_and_the_plugins_configure():
     import hydra._internal.core_plugins.basic_launcher  # noqa: F401  (each registers its config)
     import hydra._internal.core_plugins.basic_sweeper  # noqa: F401
+
     import hydra_plugins.hydra_joblib_launcher.config  # noqa: F401
     import hydra_plugins.hydra_optuna_sweeper.config  # noqa: F401
 
@@ -39,8 +41,13 @@ def test_the_allow_list_is_what_hydra_and_the_plugins_configure():
     def targets(group: str) -> set[str]:
         return {cs.load(f"{group}/{option}").node["_target_"] for option in cs.list(group) if option.endswith(".yaml")}
 
+    def project_targets(group: str) -> set[str]:  # the project's own options, written as conf/ YAML
+        files = (REPO / "conf" / group).glob("*.yaml")
+        return {t for t in (yaml.safe_load(f.read_text()).get("_target_") for f in files) if t}
+
     assert targets("hydra/sweeper/sampler") == SAMPLERS
-    assert targets("hydra/launcher") == LAUNCHERS and targets("hydra/sweeper") == SWEEPERS
+    assert targets("hydra/launcher") | project_targets("hydra/launcher") == LAUNCHERS
+    assert targets("hydra/sweeper") == SWEEPERS
 
 
 @pytest.mark.parametrize("argv", [

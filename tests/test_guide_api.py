@@ -6,7 +6,6 @@ import re
 import subprocess
 import time
 
-import mlflow
 import pytest
 
 from mlops_unity_pipeline import RLTrainingConfig, TrainingJob, UnityAssetSpec, UnityMLOpsOrchestrator
@@ -70,7 +69,8 @@ def test_execute_training_job_does_not_block_the_event_loop(store, tmp_path, mon
 
 def test_an_unknown_behavior_without_a_build_is_refused():
     job = TrainingJob("j", UnityAssetSpec("x-1", "TankAgent"), RLTrainingConfig())
-    with pytest.raises(ValueError, match=r"UnityAssetSpec.name 'TankAgent' has no built-in simulation .*NavigationAgent \(nav\)"):
+    with pytest.raises(ValueError,
+                       match=r"UnityAssetSpec.name 'TankAgent' has no built-in simulation .*NavigationAgent \(nav\)"):
         asyncio.run(UnityMLOpsOrchestrator().execute_training_job(job))
 
 

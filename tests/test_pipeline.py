@@ -13,7 +13,7 @@ from pipeline.config.errors import ConfigError
 from pipeline.evaluation.onnx_contract import PolicyContractError, check_policy
 from pipeline.stages import evaluate
 from pipeline.stages.pipeline import run_pipeline
-from tests.support.process import PYTHON, REPO, child_env
+from tests.support.process import REPO, child_env
 from tests.support.store import all_runs, use_store
 
 pytestmark = pytest.mark.slow
@@ -78,7 +78,8 @@ def test_saved_trainer_config_reproduces_the_run_with_mlagents_learn(finished, t
     from mlagents.trainers.settings import RunOptions
 
     plan, result = finished
-    path = mlflow.artifacts.download_artifacts(f"runs:/{result.train.run_id}/trainer_config.yaml", dst_path=str(tmp_path))
+    path = mlflow.artifacts.download_artifacts(f"runs:/{result.train.run_id}/trainer_config.yaml",
+                                               dst_path=str(tmp_path))
     options = yaml.safe_load(open(path))
     options["env_settings"]["env_path"] = "/builds/Nav.x86_64"  # what `--env=` sets
     behavior = RunOptions.from_dict(options).behaviors["NavigationAgent"]
@@ -122,8 +123,8 @@ def test_a_broken_policy_is_refused_before_any_run(finished, tmp_path):
 def test_the_agent_learns(store, tiny):
     """A short real PPO run on nav: the curve rises and the policy beats the random policy."""
     plan = compose_plan(tiny + ["max_steps=36000", "algorithm.summary_freq=6000", "env.num_areas=16",
-                                "algorithm.hyperparameters.buffer_size=4096", "algorithm.hyperparameters.batch_size=512",
-                                "evaluation.episodes=40"])
+                                "algorithm.hyperparameters.buffer_size=4096",
+                                "algorithm.hyperparameters.batch_size=512", "evaluation.episodes=40"])
     result = run_pipeline(plan)
     history = mlflow.MlflowClient().get_metric_history(result.train.run_id, "Environment/Cumulative Reward")
     rewards = [m.value for m in sorted(history, key=lambda m: m.step)]
@@ -144,7 +145,8 @@ def test_mlflow_run_entry_points_train_then_evaluate(store, tmp_path):
     assert len(train) == 1 and train[0].info.status == "FINISHED"
     run_id = train[0].info.run_id
 
-    proc = subprocess.run(cmd[:3] + ["-e", "evaluate", "-P", f"policy={run_id}", "-P", "overrides=evaluation.episodes=8",
+    proc = subprocess.run(cmd[:3] + ["-e", "evaluate", "-P", f"policy={run_id}",
+                                     "-P", "overrides=evaluation.episodes=8",
                                      "--env-manager", "local"], capture_output=True, text=True, env=child_env(),
                           timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]

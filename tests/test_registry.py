@@ -7,7 +7,6 @@ figures, and training policies of a given quality on demand is not possible in s
 """
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -34,7 +33,7 @@ def trained(tmp_path_factory):
     """A real tiny training + evaluation in a module store; tests work on copies of that store."""
     tmp = tmp_path_factory.mktemp("registry")
     mp = pytest.MonkeyPatch()
-    uri = use_store(tmp, mp)
+    use_store(tmp, mp)
     plan = compose_plan(TINY + [f"results_dir={tmp / 'results'}"])
     run_id = train.train(plan).run_id
     evaluate.evaluate(plan, run_id)

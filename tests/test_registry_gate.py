@@ -6,7 +6,6 @@ import pytest
 from pipeline.config.compose import compose_plan
 from pipeline.config.errors import ConfigError
 from pipeline.registry.gate import Evaluation, judge
-from pipeline.registry.settings import registry_config
 from pipeline.registry.vertex_rules import model_id_for
 
 PROTOCOL = {"episodes": "100", "seed": "10000", "deterministic": "True"}

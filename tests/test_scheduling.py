@@ -219,7 +219,8 @@ def test_shipped_schedule_configs_load_and_compose():
 def test_a_state_file_from_before_resumes_is_upgraded_in_place(tmp_path):
     from pipeline.scheduling.claims import SCHEMA
 
-    old_schema = "\n".join(line for line in SCHEMA.splitlines() if not line.lstrip().startswith(("attempt ", "resume_")))
+    old_schema = "\n".join(line for line in SCHEMA.splitlines()
+                           if not line.lstrip().startswith(("attempt ", "resume_")))
     db = sqlite3.connect(str(tmp_path / "old.db"))
     db.executescript(old_schema + "INSERT INTO fires VALUES ('nightly', '2025-01-01T02:00', 0, 0, 'r', 'done', NULL);"
                      "INSERT INTO jobs (schedule_id, scheduled_minute, asset_id, position, state) VALUES "

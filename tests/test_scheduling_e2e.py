@@ -12,8 +12,13 @@ from datetime import datetime, timedelta
 import mlflow
 import pytest
 
-from mlops_unity_pipeline import (RLTrainingConfig, TrainingSchedule, TrainingScheduler, UnityAssetSpec,
-                                  UnityMLOpsOrchestrator)
+from mlops_unity_pipeline import (
+    RLTrainingConfig,
+    TrainingSchedule,
+    TrainingScheduler,
+    UnityAssetSpec,
+    UnityMLOpsOrchestrator,
+)
 from pipeline.scheduling.cron import UTC
 from tests.support.process import PYTHON, REPO, child_env
 from tests.support.store import all_runs

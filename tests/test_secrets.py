@@ -29,8 +29,13 @@ import mlflow
 import pytest
 from mlflow.entities import ViewType
 
-from mlops_unity_pipeline import RLTrainingConfig, TrainingSchedule, TrainingScheduler, UnityAssetSpec, \
-    UnityMLOpsOrchestrator
+from mlops_unity_pipeline import (
+    RLTrainingConfig,
+    TrainingSchedule,
+    TrainingScheduler,
+    UnityAssetSpec,
+    UnityMLOpsOrchestrator,
+)
 from pipeline.redaction import redact_uri
 from pipeline.scheduling import webhooks
 from pipeline.scheduling.cron import UTC
@@ -345,7 +350,8 @@ def test_webhook_urls_carrying_a_credential_are_refused_without_quoting_it(tmp_p
 def test_a_failed_stage_records_its_error_without_the_tracking_password(store):
     from mlflow.exceptions import MlflowException
 
-    from pipeline.tracking import runs, store as tracking_store
+    from pipeline.tracking import runs
+    from pipeline.tracking import store as tracking_store
 
     password = canary("pw")
     experiment = tracking_store.experiment_id("tests")

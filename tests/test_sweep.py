@@ -224,9 +224,10 @@ def test_optuna_search_trials_are_children_and_the_best_config_is_saved_ready_to
     assert saved["hyperparameters"]["learning_rate"] == pytest.approx(
         float(best.data.params["algorithm.hyperparameters.learning_rate"]))
     assert saved["max_steps"] == 3000 and saved["trainer_type"] == "ppo"
+    from omegaconf import OmegaConf
+
     from pipeline.config.compose import compose_config
     from pipeline.config.plan import build_plan
-    from omegaconf import OmegaConf
 
     cfg = OmegaConf.to_container(compose_config(), resolve=True)
     cfg["algorithm"] = saved

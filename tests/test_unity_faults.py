@@ -1,8 +1,6 @@
 """A player that never connects, crashes, or has another behavior: a clear error, a FAILED run, no orphan player."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import mlflow
 import pytest
 from mlagents_envs.exception import UnityEnvironmentException, UnityTimeOutException

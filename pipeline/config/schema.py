@@ -89,8 +89,8 @@ class PipelineConfig:
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     build: BuildConfig = field(default_factory=BuildConfig)
     results_dir: str = "results"
-    run_tags: Dict[str, str] = field(default_factory=dict)
-    resume: Optional[str] = None  # an interrupted training's run id, or "latest": continue it in place  # extra MLflow tags on every stage's run
+    run_tags: Dict[str, str] = field(default_factory=dict)  # extra MLflow tags on every stage's run
+    resume: Optional[str] = None  # an interrupted training's run id, or "latest": continue it in place
     stages: List[str] = field(default_factory=lambda: ["build", "train", "evaluate", "register"])
 
 

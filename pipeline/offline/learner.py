@@ -39,8 +39,8 @@ from mlagents.trainers.stats import StatsReporter, StatsWriter
 from mlagents.trainers.torch_entities.networks import ValueNetwork
 from mlagents.trainers.torch_entities.utils import ModelUtils
 from mlagents.trainers.trainer import TrainerFactory
-from mlagents.trainers.trajectory import ObsUtil
 from mlagents.trainers.training_status import GlobalTrainingStatus
+from mlagents.trainers.trajectory import ObsUtil
 from mlagents_envs.base_env import ActionSpec, BehaviorSpec, DimensionProperty, ObservationSpec, ObservationType
 from mlagents_envs.timers import reset_timers
 
@@ -132,7 +132,8 @@ def train(plan: RunPlan, data: Dataset, results_dir: Path, run_id: str,
     if returns is not None and (awr or mode["pretrain_critic"]):
         critic = getattr(trainer.optimizer, "critic", None)
         if not isinstance(critic, ValueNetwork):  # POCA's critic is multi-agent; AWR gets its own
-            critic = ValueNetwork(["extrinsic"], behavior_spec(data.layout).observation_specs, settings.network_settings)
+            critic = ValueNetwork(["extrinsic"], behavior_spec(data.layout).observation_specs,
+                                  settings.network_settings)
     if settings.network_settings.normalize:
         buf = _obs_buffer(tr)
         actor.update_normalization(buf)

@@ -70,7 +70,8 @@ def read(path: Path, layout: Layout) -> Dataset:
             t += 1
             continue
         if layout.discrete:
-            values = list(pair.action_info.discrete_actions) or [int(v) for v in pair.action_info.vector_actions_deprecated]
+            values = (list(pair.action_info.discrete_actions)
+                      or [int(v) for v in pair.action_info.vector_actions_deprecated])
         else:
             values = list(pair.action_info.continuous_actions) or list(pair.action_info.vector_actions_deprecated)
         if len(values) != layout.action_size:

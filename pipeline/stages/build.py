@@ -58,7 +58,8 @@ def _editor_build(plan: RunPlan) -> BuildResult:
         what = "unchanged inputs, reusing" if made.skipped else "built"
         description = f"Unity player {made.player} ({what}; {settings['build_target']})"
         result = BuildResult(run.info.run_id, description, made.player_hash)
-        mlflow.log_dict({**asdict(result), "inputs_hash": made.inputs_hash, "skipped": made.skipped}, "environment.json")
+        mlflow.log_dict({**asdict(result), "inputs_hash": made.inputs_hash, "skipped": made.skipped},
+                        "environment.json")
     print(f"build: {description}", flush=True)
     return result
 

@@ -80,17 +80,20 @@ def evaluate(plan: RunPlan, policy: str) -> EvaluateResult:
             out = Path(tmp)
             title = f"{plan.behavior_name}: {ev['episodes']} seeded episodes (seed {ev['seed']})"
             mlflow.log_artifact(str(plots.eval_comparison(results, title, out / "eval_comparison.png")))
-            mlflow.log_artifact(str(plots.trajectories(results["policy"].traces, f"{plan.behavior_name}: policy episodes",
+            mlflow.log_artifact(str(plots.trajectories(results["policy"].traces,
+                                                       f"{plan.behavior_name}: policy episodes",
                                                        out / "trajectories.png")))
             eval_run_id = run.info.run_id
     if source_run:
         # The training run carries its own evaluation, so runs compare side by side in the MLflow UI.
         client = mlflow.MlflowClient()
-        from mlflow.entities import Metric
         import time
 
+        from mlflow.entities import Metric
+
         now = int(time.time() * 1000)
-        client.log_batch(source_run, metrics=[Metric(k, v, now, 0) for k, v in metrics.items() if k.startswith("eval/")])
+        client.log_batch(source_run,
+                         metrics=[Metric(k, v, now, 0) for k, v in metrics.items() if k.startswith("eval/")])
         client.set_tag(source_run, "pipeline.eval_run_id", eval_run_id)
     p = results["policy"]
     print(f"evaluate: success {p.success_rate:.1%} (95% CI {p.success_ci95[0]:.1%}-{p.success_ci95[1]:.1%}), "
