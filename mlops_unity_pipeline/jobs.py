@@ -11,11 +11,16 @@ import inspect
 import os
 import shlex
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlops_unity_pipeline.specs import RLTrainingConfig, TrainingJob, UnityAssetSpec  # noqa: F401 - re-exported
+from pipeline.launch.job_specs import (  # noqa: F401 - re-exported: the guide's names
+    RLTrainingConfig,
+    TrainingJob,
+    TrainingJobResult,
+    UnityAssetSpec,
+)
 from pipeline.launch.local import LocalProcessExecutor, Outcome
 from pipeline.launch.request import LaunchRequest, yield_to_overrides
 from pipeline.paths import REPO_ROOT
@@ -23,36 +28,6 @@ from pipeline.sim import SIMULATIONS
 
 # Behavior name -> the conf/asset group that simulates it.
 _ASSET_GROUPS = {world.spec.behavior_name: name for name, world in SIMULATIONS.items()}
-
-
-@dataclass
-class TrainingJobResult:
-    job_id: str
-    status: str  # FINISHED, FAILED or KILLED
-    asset_id: str
-    run_id: str | None = None  # the pipeline's parent MLflow run
-    run_ids: dict[str, str] = field(default_factory=dict)  # stage -> MLflow run id
-    onnx_uri: str | None = None  # runs:/<train run>/unity/<Behavior>.onnx
-    onnx_path: str | None = None  # the same file in the local ML-Agents results directory
-    training_metrics: dict[str, float] = field(default_factory=dict)
-    eval_metrics: dict[str, float] = field(default_factory=dict)
-    registry: dict[str, Any] = field(default_factory=dict)
-    error: str | None = None
-
-    def __str__(self) -> str:
-        lines = [f"TrainingJobResult {self.job_id}: {self.status} (asset {self.asset_id})"]
-        if self.error:
-            lines.append(f"  error: {self.error}")
-        if self.run_ids:
-            lines.append("  MLflow runs: " + ", ".join(f"{k}={v}" for k, v in self.run_ids.items()))
-        if self.onnx_uri:
-            lines.append(f"  ONNX policy: {self.onnx_uri}  (local: {self.onnx_path})")
-        for title, metrics in (("training", self.training_metrics), ("evaluation", self.eval_metrics)):
-            if metrics:
-                lines.append(f"  {title}: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
-        if self.registry:
-            lines.append(f"  registry: {self.registry}")
-        return "\n".join(lines)
 
 
 @dataclass

@@ -50,14 +50,7 @@ ALLOWED = {
         "hybrid pre-training opens its own child runs with the stages' tags (issue 16: pass parent runs explicitly)",
 }
 # Cycles known and not yet broken, each with its way out: a cycle whose modules all lie in these packages.
-KNOWN_CYCLES = {
-    ("mlops_unity_pipeline", "pipeline.scheduling"):
-        "the scheduler uses the guide's job dataclasses, and the guide's package __init__ imports the scheduler, "
-        "so `import pipeline.scheduling.runner` alone fails; the dataclasses belong below both (issue 16)",
-    ("pipeline.tracking.reaper", "pipeline.tracking.runs", "pipeline.training.resume"):
-        "runs and resume import the reaper's process tags and TRAINING_DIED text, the reaper imports resume's "
-        "is_training lock check: the lock check belongs in a leaf both use (work in progress, issues 11 and 13)",
-}
+KNOWN_CYCLES: dict[tuple[str, ...], str] = {}
 # Importing config must stay cheap: none of these may load, however indirectly, at module level.
 HEAVY = ("mlflow", "torch", "mlagents", "onnx", "onnxruntime", "matplotlib", "google", "ray", "psycopg", "optuna",
          "grpc", "sklearn", "pandas")

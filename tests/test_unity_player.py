@@ -98,8 +98,8 @@ def test_reserved_ports_are_never_handed_out_twice_and_busy_ports_are_skipped(tm
 @pytest.mark.slow
 def test_two_trainings_on_one_base_port_and_one_in_process_all_train_and_evaluate_alike(store, tmp_path):
     build = make_build(tmp_path / "build")
-    common = TINY + ["env.base_port=5005", "env.timeout_wait=30", "evaluation.episodes=60", "evaluation.baselines=false",
-                     "stages=[build,train,evaluate]"]
+    common = TINY + ["env.base_port=5005", "env.timeout_wait=30", "evaluation.episodes=60",
+                     "evaluation.baselines=false", "stages=[build,train,evaluate]"]
     jobs = {
         "player-a": [f"env_path={build}", f"results_dir={tmp_path / 'a'}"],
         "player-b": [f"env_path={build}", f"results_dir={tmp_path / 'b'}"],
@@ -107,7 +107,8 @@ def test_two_trainings_on_one_base_port_and_one_in_process_all_train_and_evaluat
     }
     mlflow.set_experiment("unity-mlagents")  # create the store once, not racing three processes' migrations
     procs = {
-        name: subprocess.Popen([PYTHON, "-m", "pipeline.cli", "main", "--result-json", str(tmp_path / f"{name}.json"), "--overrides", " ".join(common + extra)],
+        name: subprocess.Popen([PYTHON, "-m", "pipeline.cli", "main", "--result-json", str(tmp_path / f"{name}.json"),
+                                "--overrides", " ".join(common + extra)],
                                cwd=REPO, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for name, extra in jobs.items()
     }
@@ -141,6 +142,6 @@ def test_two_trainings_on_one_base_port_and_one_in_process_all_train_and_evaluat
 
 
 def _port_of(results_dir: Path) -> int:
-    line = next(l for l in (results_dir / "run_logs" / "Player-0.log").read_text().splitlines()
-                if l.startswith("Connected to trainer on port"))
+    line = next(text for text in (results_dir / "run_logs" / "Player-0.log").read_text().splitlines()
+                if text.startswith("Connected to trainer on port"))
     return int(line.split("port ")[1].split(":")[0])

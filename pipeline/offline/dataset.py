@@ -41,7 +41,8 @@ class Layout:
 
     def describe(self) -> str:
         sensors = ", ".join(f"{n}={s}" for n, s in self.observations)
-        actions = f"action_space.branches={list(self.branches)}" if self.discrete else f"action_space.size={self.action_size}"
+        actions = (f"action_space.branches={list(self.branches)}" if self.discrete
+                   else f"action_space.size={self.action_size}")
         return f"asset {self.asset_id or self.behavior_name} ({sensors}; {actions})"
 
 

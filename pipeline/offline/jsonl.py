@@ -197,7 +197,8 @@ def _branch_indices(value: Any, layout: Layout, where: str) -> list[int]:
                            f"branch ({len(branches)})")
     for b, (x, size) in enumerate(zip(value, branches)):
         if not 0 <= x < size:
-            raise DatasetError(f"{where}: action index {x} of branch {b} is outside 0..{size - 1} ({layout.describe()})")
+            raise DatasetError(f"{where}: action index {x} of branch {b} is outside 0..{size - 1} "
+                               f"({layout.describe()})")
     return value
 
 

@@ -17,12 +17,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mlops_unity_pipeline.jobs import TrainingJob, TrainingJobResult, UnityMLOpsOrchestrator
+from pipeline.launch.job_specs import TrainingJob, TrainingJobResult
 from pipeline.launch.local import KILLED_CODES, LocalProcessExecutor
 from pipeline.redaction import redact_uri
 from pipeline.scheduling.claims import JobRecord
+
+if TYPE_CHECKING:  # the guide API sits above the scheduler; it hands us its orchestrator
+    from mlops_unity_pipeline.jobs import UnityMLOpsOrchestrator
 
 __all__ = ["KILLED_CODES", "FireJob", "PipelineLauncher", "alive", "fire_job", "submission_id"]
 
@@ -105,7 +108,7 @@ class PipelineLauncher:
             outcome = await executor.run(request, cancel=cancel,
                                          submission_id=submission_id(schedule_id, minute, asset_id, attempt))
         if outcome.result is not None:
-            return UnityMLOpsOrchestrator._result(job, outcome.result)
+            return self.orchestrator._result(job, outcome.result)
         error = outcome.error or f"exit code {outcome.exit_code}"
         # Stopped by our SIGTERM: KILLED whatever exit code the interrupted pipeline chose.
         status = "KILLED" if outcome.exit_code in KILLED_CODES or cancel.is_set() or outcome.status == "KILLED" \
@@ -174,10 +177,10 @@ class PipelineLauncher:
                 return None
             outcome = executor.outcome(sid)
             if outcome is not None and outcome.result is not None:
-                return UnityMLOpsOrchestrator._result(job, outcome.result)
+                return self.orchestrator._result(job, outcome.result)
         elif alive(record.pid, record.pid_start):
             return None
         path = self.result_path(record.schedule_id, record.scheduled_minute, record.asset_id)
         if path.exists():
-            return UnityMLOpsOrchestrator._result(job, json.loads(path.read_text()))
+            return self.orchestrator._result(job, json.loads(path.read_text()))
         return self._from_mlflow(job, record.schedule_id, record.scheduled_minute, "KILLED", why, close_running=True)

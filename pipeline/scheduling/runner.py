@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Optional, Protocol
 
-from mlops_unity_pipeline.jobs import RLTrainingConfig, TrainingJob, TrainingJobResult, UnityAssetSpec
+from pipeline.launch.job_specs import RLTrainingConfig, TrainingJob, TrainingJobResult, UnityAssetSpec
 from pipeline.redaction import redact_uri
 from pipeline.scheduling import webhooks
 from pipeline.scheduling.claims import ClaimStore, JobRecord

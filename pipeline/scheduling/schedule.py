@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from pipeline.scheduling.cron import CronSchedule
 
 if TYPE_CHECKING:  # the guide API imports the scheduler, which imports this module
-    from mlops_unity_pipeline.jobs import TrainingJob
+    from pipeline.launch.job_specs import TrainingJob
 
 # As Kubernetes CronJob's concurrencyPolicy names them.
 OVERLAP_POLICIES = ("allow", "forbid", "replace")

@@ -15,9 +15,9 @@ from hydra.errors import HydraException
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from mlops_unity_pipeline.jobs import RLTrainingConfig, TrainingJob, UnityAssetSpec
 from pipeline.config.compose import CONF_DIR, compose_plan, describe
 from pipeline.config.errors import ConfigError
+from pipeline.launch.job_specs import RLTrainingConfig, TrainingJob, UnityAssetSpec
 from pipeline.scheduling.cron import CronError, CronSchedule
 from pipeline.scheduling.schedule import Schedule, ScheduleError, check_schedule_id
 

@@ -70,7 +70,7 @@ def why_dead(run, older_than: float | None = None, now: float | None = None) -> 
             return f"{died}: process {pid} on {host} is gone (its pid now belongs to another process)"
         return None
     if not host and stage == "train":  # from before these tags: the training lock still tells
-        from pipeline.training.resume import is_training
+        from pipeline.training.lock import is_training
 
         write_path = Path(tags.get("results_dir", ""))
         if tags.get("results_dir") and write_path.is_dir() and not is_training(write_path):

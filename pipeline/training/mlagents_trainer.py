@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence
 
-from pipeline import mlagents_patches  # noqa: E402
+from pipeline import mlagents_patches
 
 mlagents_patches.apply()  # before the trainers: ONNX export on torch 2.13, hot paths
-from mlagents import torch_utils
+from mlagents import torch_utils  # noqa: E402, I001
 from mlagents.plugins.stats_writer import get_default_stats_writers
 from mlagents.plugins.trainer_type import register_trainer_plugins
 from mlagents.trainers import learn
@@ -109,7 +109,8 @@ def train(plan: RunPlan, results_dir: Path, run_id: str, writers: Sequence[Stats
     return TrainingOutcome(
         results_dir=write_path,
         onnx_path=write_path / f"{plan.behavior_name}.onnx",
-        checkpoint_path=last_ckpt if last_ckpt.exists() else (Path(checkpoints[-1]["file_path"]) if checkpoints else None),
+        checkpoint_path=last_ckpt if last_ckpt.exists()
+        else (Path(checkpoints[-1]["file_path"]) if checkpoints else None),
         steps=steps,
         interrupted=stop.requested or steps < plan.max_steps,
     )

@@ -1,9 +1,7 @@
 """Resuming an interrupted training into the same ML-Agents results directory and the same MLflow run.
 
-A training holds an exclusive lock on `<results>/.<run id>.lock` while it runs. The kernel
-drops it when the process dies, however it dies (SIGKILL included), so "is this run still training?"
-has an exact answer on this machine: that is what keeps a resume from adopting a live run and what
-lets `reap` mark a run whose process is gone as FAILED instead of RUNNING forever.
+A training holds an exclusive lock on its results directory while it runs (training/lock.py): that is
+what keeps a resume from adopting a live run on this machine.
 
 Resuming on another machine: at every checkpoint ML-Agents writes, the training uploads it (and its
 training_status.json) to its MLflow run (`CheckpointUploader`), alternating between two artifact slots,
@@ -14,8 +12,6 @@ the named slot into this machine's results directory first: at most one checkpoi
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
 import re
 import shutil
@@ -23,50 +19,14 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import mlflow
 
 from pipeline.config.errors import ConfigError
 from pipeline.tracking.reaper import TRAINING_DIED
 from pipeline.tracking.runs import INTERRUPTED
-
-
-def lock_path(write_path: Path) -> Path:
-    # Beside, not inside, the results directory: ML-Agents refuses to start a new run in a non-empty one.
-    return write_path.parent / f".{write_path.name}.lock"
-
-
-@contextlib.contextmanager
-def training_lock(write_path: Path) -> Iterator[None]:
-    write_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_path(write_path), os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            # POSIX record locks belong to this process only: the environment workers ML-Agents forks
-            # do not inherit them, so the lock dies with the trainer even if a worker lingers.
-            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise ConfigError(f"{write_path} is being trained by another process right now") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
-        yield
-    finally:
-        os.close(fd)
-
-
-def is_training(write_path: Path) -> bool:
-    lock = lock_path(write_path)
-    if not lock.exists():
-        return False
-    fd = os.open(lock, os.O_RDWR)
-    try:
-        fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        return False
-    except OSError:
-        return True
-    finally:
-        os.close(fd)
+from pipeline.training.lock import is_training, lock_path, training_lock  # noqa: F401 - re-exported
 
 
 def resumable_run(value: str, asset_id: str, experiment_id: str,

@@ -78,7 +78,8 @@ class PlayerEnvironment(UnityEnvironment):
         try:
             super()._poll_process()
         except UnityEnvironmentException as exc:
-            raise UnityEnvironmentException(self._explain(f"the Unity player {self._file_name} exited: {exc}")) from None
+            raise UnityEnvironmentException(
+                self._explain(f"the Unity player {self._file_name} exited: {exc}")) from None
 
     def _close(self, timeout: Optional[int] = None) -> None:
         if not hasattr(self, "_communicator"):
@@ -120,7 +121,8 @@ class PlayerEnvironment(UnityEnvironment):
                 f"behavior {want} in {self._file_name} has {actions.continuous_size} continuous actions and discrete "
                 f"branches {list(actions.discrete_branches)} but asset.action_space says discrete, branches "
                 f"{list(self.expect.branches)}")
-        if self.expect.action_size is not None and (actions.discrete_size or actions.continuous_size != self.expect.action_size):
+        if self.expect.action_size is not None and (
+                actions.discrete_size or actions.continuous_size != self.expect.action_size):
             raise BehaviorMismatchError(
                 f"behavior {want} in {self._file_name} has {actions.continuous_size} continuous and "
                 f"{actions.discrete_size} discrete actions but asset.action_space says continuous, size "
@@ -169,7 +171,8 @@ class PlayerEnvFactory:
         raise UnityWorkerInUseException(worker_id)
 
     def next_log_path(self, worker_id: int) -> Path:
-        """Player-<worker>.log as mlagents-learn names it; a restarted worker's player gets Player-<worker>.restart<n>.log."""
+        """Player-<worker>.log as mlagents-learn names it; a restarted worker's player gets
+        Player-<worker>.restart<n>.log."""
         folder = Path(self.log_folder)
         folder.mkdir(parents=True, exist_ok=True)
         path, n = folder / f"Player-{worker_id}.log", 0
