@@ -88,9 +88,13 @@ def sweep(tmp_path_factory):
     exp = client.create_experiment("unity-mlagents", artifact_location=(tmp / "mlruns").as_uri())
     outer = client.create_run(exp, run_name="mlflow-run-main").info.run_id
     env["MLFLOW_RUN_ID"] = outer
-    # /dev/null/results cannot be created: that job fails at run time, after its child run started.
-    overrides = " ".join(TINY_NO_RESULTS + [f"results_dir={tmp / 'results'},/dev/null/results",
-                                            f"hydra.sweep.dir={tmp / 'multirun'}"])
+    # A player build that exits as soon as it starts: it passes every check made before the sweep, so that
+    # job fails at run time, after its child run started (a bad results_dir is refused before any job now).
+    broken = tmp / "Broken.x86_64"
+    broken.write_text("#!/bin/sh\necho 'Broken player: exiting' >&2\nexit 3\n")
+    broken.chmod(0o755)
+    overrides = " ".join(TINY_NO_RESULTS + [f"results_dir={tmp / 'results'}", f"env_path=null,{broken}",
+                                            "env.timeout_wait=20", f"hydra.sweep.dir={tmp / 'multirun'}"])
     proc = run(["-m", "pipeline.cli", "main", "--asset", "nav", "--seed", "0", "--overrides", overrides], env)
     return uri, outer, proc, tmp
 
@@ -110,8 +114,8 @@ def test_sweep_is_one_parent_run_with_a_child_per_job_carrying_its_overrides(swe
     assert ok.info.status == "FINISHED" and bad.info.status == "FAILED"
     assert ok.data.params["results_dir"] == str(tmp / "results") and ok.data.params["asset"] == "nav"
     assert ok.data.params["max_steps"] == "3000"
-    assert ok.data.tags["sweep.config"] == f"results_dir={tmp / 'results'}"
-    assert ok.info.run_name == f"#0 results_dir={tmp / 'results'}"
+    assert ok.data.tags["sweep.config"] == "env_path=null"
+    assert ok.info.run_name == "#0 env_path=null"
     assert ok.data.tags["pipeline.stage"] == "main"  # the pipeline's own run, not a wrapper
     assert "eval/success_rate" in ok.data.metrics and "eval/success_rate_ci_high" in ok.data.metrics
     stages = {r.data.tags["pipeline.stage"]: r for r in runs_of(uri, f"tags.mlflow.parentRunId = '{ok.info.run_id}'")}
@@ -119,7 +123,7 @@ def test_sweep_is_one_parent_run_with_a_child_per_job_carrying_its_overrides(swe
     curve = client.get_metric_history(stages["train"].info.run_id, "Policy/Extrinsic Value Estimate")
     assert 3000 in [m.step for m in curve] and curve[-1].step >= 3000  # the last: where training ended
     assert client.get_metric_history(stages["train"].info.run_id, "Environment/Cumulative Reward")
-    assert "NotADirectoryError" in bad.data.tags["pipeline.error"]
+    assert "Broken.x86_64" in bad.data.tags["pipeline.error"], bad.data.tags["pipeline.error"]
     # No run of the second job attached itself to the first job's run (MLFLOW_RUN_ID did not leak).
     assert all(r.data.tags.get("mlflow.parentRunId") != ok.info.run_id
                for r in runs_of(uri, f"tags.mlflow.parentRunId = '{bad.info.run_id}'"))
@@ -128,8 +132,9 @@ def test_sweep_is_one_parent_run_with_a_child_per_job_carrying_its_overrides(swe
 @pytest.mark.slow
 def test_sweep_reports_which_jobs_failed(sweep):
     uri, parent, proc, tmp = sweep
-    assert "sweep: 1 of 2 jobs failed: #1 results_dir=/dev/null/results (FAILED: NotADirectoryError" in proc.stderr
-    assert "#1 results_dir=/dev/null/results" in mlflow.MlflowClient(uri).get_run(parent).data.tags["sweep.failed_jobs"]
+    assert f"sweep: 1 of 2 jobs failed: #1 env_path={tmp / 'Broken.x86_64'} (FAILED: " in proc.stderr, proc.stderr
+    assert f"#1 env_path={tmp / 'Broken.x86_64'}" in \
+        mlflow.MlflowClient(uri).get_run(parent).data.tags["sweep.failed_jobs"]
 
 
 @pytest.mark.slow
@@ -143,8 +148,8 @@ def test_comparison_report_is_logged_on_the_parent_and_printable(sweep, tmp_path
     out = run(["-m", "pipeline.sweeps.report", parent, "--out", str(tmp_path)], env)
     assert out.returncode == 0, out.stderr
     assert "| configuration | runs | success rate [95% CI] | mean reward [95% CI] |" in out.stdout
-    assert f"| `results_dir={tmp / 'results'}` **best** | 1/1 | " in out.stdout
-    assert "| `results_dir=/dev/null/results` | 0/1 (failed: #1) |" in out.stdout
+    assert "| `env_path=null` **best** | 1/1 | " in out.stdout
+    assert f"| `env_path={tmp / 'Broken.x86_64'}` | 0/1 (failed: #1) |" in out.stdout
     assert (tmp_path / "learning_curves.png").stat().st_size > 10_000
     assert "data:image/png;base64," in (tmp_path / "comparison.html").read_text()
 

@@ -279,7 +279,8 @@ FIRST_USE = ("import sys, mlflow; from pipeline.tracking import store; store.con
 
 def test_two_processes_on_a_brand_new_postgres_store_both_start(postgres_server):
     uri = fresh_database(postgres_server, "direct_store")  # MLFLOW_TRACKING_URI=postgresql://..., no server
-    procs = [subprocess.Popen([PYTHON, "-c", FIRST_USE, uri], cwd=REPO, env=child_env(), stdout=subprocess.PIPE,
+    env = child_env(MLFLOW_TRACKING_URI=uri)  # `make test` exports the repo's own store: the variable wins
+    procs = [subprocess.Popen([PYTHON, "-c", FIRST_USE, uri], cwd=REPO, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True) for _ in range(2)]
     outs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs

@@ -1,6 +1,8 @@
 """A player that never connects, crashes, or has another behavior: a clear error, a FAILED run, no orphan player."""
 from __future__ import annotations
 
+import time
+
 import mlflow
 import pytest
 from mlagents_envs.exception import UnityEnvironmentException, UnityTimeOutException
@@ -35,6 +37,10 @@ def test_a_player_that_never_connects_fails_within_timeout_wait_and_is_killed(st
     assert f"the Unity player {build} did not connect to the trainer on port" in message
     assert "within env.timeout_wait=3s" in message
     assert "env.timeout_wait" in run.data.tags["pipeline.error"]
+    # The player (exec'd into `sleep 300`) is killed with its worker: gone within seconds, not 300 s later.
+    deadline = time.monotonic() + 10
+    while alive_with("sleep 300") and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert alive_with(str(build)) == [] and alive_with("sleep 300") == []
 
 

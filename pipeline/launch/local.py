@@ -8,6 +8,7 @@ the trainer saves its checkpoint and its MLflow run ends KILLED.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import ctypes
 import json
 import os
@@ -18,7 +19,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
 from pipeline.launch.request import LaunchRequest
 from pipeline.paths import REPO_ROOT
@@ -75,15 +76,19 @@ def error_of(tail: list[str]) -> str:
 class LineTail:
     """The last lines of a byte stream read in chunks: a line longer than any buffer cannot break it."""
 
-    def __init__(self, echo: TextIO | None) -> None:
+    def __init__(self, echo: TextIO | None | Literal["stderr"]) -> None:
         self.lines: deque[str] = deque(maxlen=TAIL_LINES)
         self.partial = b""
         self.echo = echo
+        # A chunk can end inside a multi-byte character: decode across chunk boundaries.
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
     def feed(self, chunk: bytes) -> None:
-        if self.echo is not None:
-            self.echo.write(chunk.decode(errors="replace"))
-            self.echo.flush()
+        # "stderr": this process's stderr as it is when the line arrives (a caller may have redirected it since).
+        echo = sys.stderr if self.echo == "stderr" else self.echo
+        if echo is not None:
+            echo.write(self.decoder.decode(chunk))
+            echo.flush()
         *complete, self.partial = (self.partial + chunk).split(b"\n")
         self.partial = self.partial[-MAX_LINE:]
         for raw in complete:
@@ -97,7 +102,8 @@ class LineTail:
 
 
 class LocalProcessExecutor:
-    def __init__(self, python: str = sys.executable, cwd: Path = REPO_ROOT, echo: TextIO | None = sys.stderr):
+    def __init__(self, python: str = sys.executable, cwd: Path = REPO_ROOT,
+                 echo: TextIO | None | Literal["stderr"] = "stderr"):
         self.python, self.cwd, self.echo = python, Path(cwd), echo
 
     async def run(self, request: LaunchRequest, on_spawn: Callable[[int], None] | None = None,

@@ -339,6 +339,7 @@ class Runner:
                                              lambda pid, start: self._set_pid(job.key, pid, start), cancel)
         except Exception as exc:  # a launch problem fails this job, never the runner
             result = TrainingJobResult(concrete.job_id, "FAILED", job.asset_id, error=f"launch failed: {exc}")
+            self.log(f"error: {concrete.job_id}: launch failed: {exc}")
         finally:
             self.tasks.pop(job.key, None)
             self.cancels.pop(job.key, None)

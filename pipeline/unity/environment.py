@@ -9,6 +9,7 @@ behavior the asset config trains.
 from __future__ import annotations
 
 import contextlib
+import signal
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,7 +62,7 @@ class PlayerEnvironment(UnityEnvironment):
         except UnityWorkerInUseException:
             self._close(0)
             raise
-        except Exception:
+        except BaseException:  # SystemExit from a terminated worker (below) too: no player outlives its worker
             self._close(0)
             raise
 
@@ -135,6 +136,10 @@ class PlayerEnvironment(UnityEnvironment):
                 f"asset.observation_space adds up to {self.expect.observation_size}")
 
 
+def _exit_on_sigterm(signum, frame) -> None:
+    raise SystemExit(128 + signum)
+
+
 @dataclass(frozen=True)
 class PlayerEnvFactory:
     """Picklable `(worker_id, side_channels) -> UnityEnvironment`; runs inside SubprocessEnvManager's workers."""
@@ -151,6 +156,10 @@ class PlayerEnvFactory:
 
     def __call__(self, worker_id: int, side_channels: List[SideChannel]) -> UnityEnvironment:
         die_with_trainer()  # and the player with us: UnityEnvironment kills it when the worker exits
+        # ML-Agents terminates (SIGTERM) a worker that does not confirm its close in time, e.g. one restarted
+        # while the run was failing and still waiting for its player: exiting through Python instead lets the
+        # worker's `finally: env.close()` (or the constructor's cleanup) kill and reap the player.
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
         log = self.next_log_path(worker_id)
         args = list(self.env_args)
         if "-logfile" not in (a.lower() for a in args):
