@@ -120,6 +120,11 @@ def test_a_training_whose_node_dies_continues_its_run_on_the_other_node(ray_clus
         time.sleep(1)
     assert run is not None, "no checkpoint reached the team server"
     ray_cluster.kill("a")
+    # Resubmit once the cluster has noticed the loss (missed heartbeats), as an operator would: before that, Ray
+    # can still place the new job's supervisor on the dead node, and that submission fails with it.
+    gone = time.monotonic() + 120
+    while any("node_a" in n["res"] for n in ray_cluster.alive_nodes()) and time.monotonic() < gone:
+        time.sleep(1)
     try:
         assert client.get_run(run.info.run_id).info.status == "RUNNING"  # its process died with the node
         on_b = RayJobExecutor(address=ray_cluster.dashboard_url, resources={"node_b": 1})
