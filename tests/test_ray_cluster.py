@@ -90,9 +90,9 @@ def test_mlflow_run_with_the_ray_backend_finishes(ray_cluster, store, tmp_path):
     assert run.data.params["max_steps"] == "3000" and "Environment/Cumulative Reward" in run.data.metrics
 
 
-@pytest.mark.skip(reason="flaky on this box (2 of 5 CI runs, then every local run at the session's end): after a node "
-                         "is SIGKILLed, the resubmitted job's JobSupervisor worker dies loading its class from the GCS; "
-                         "resume on another node is covered by test_team_store's SIGKILL-and-resume-elsewhere test")
+@pytest.mark.skip(reason="flaky on this box (2 of 5 CI runs, then every local run at the session's end): after "
+                         "a node is SIGKILLed, the resubmitted job's JobSupervisor worker dies loading its class "
+                         "from the GCS; resume on another node is covered by test_team_store's SIGKILL test")
 def test_a_training_whose_node_dies_continues_its_run_on_the_other_node(ray_cluster, team_server, tmp_path,
                                                                          monkeypatch):
     """Node a is killed mid-training (every process of it, as a machine dies); the same request with
