@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.launch.job_specs import TrainingJob, TrainingJobResult
 from pipeline.launch.local import KILLED_CODES, LocalProcessExecutor
+from pipeline.processes import process_start
 from pipeline.redaction import redact_uri
 from pipeline.scheduling.claims import JobRecord
 
@@ -53,15 +54,6 @@ def submission_id(schedule_id: str, minute: str, asset_id: str, attempt: int = 0
     digest = hashlib.sha256(f"{schedule_id}\0{minute}\0{asset_id}\0{attempt}".encode()).hexdigest()[:12]
     safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in f"{schedule_id}-{minute}-{asset_id}")
     return f"fire-{safe}-{attempt}-{digest}"
-
-
-def process_start(pid: int) -> str | None:
-    """The kernel's start time of a pid: with the pid, identifies one process even if the pid is reused."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]
 
 
 def alive(pid: int | None, start: str | None) -> bool:

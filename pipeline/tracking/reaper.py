@@ -28,17 +28,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from pipeline.processes import process_start
+
 HOST, PID, PID_START, BOOT_ID = "pipeline.host", "pipeline.pid", "pipeline.pid_start", "pipeline.boot_id"
 TRAINING_DIED = "the training process died"  # train runs: resume.py reads this prefix as an interruption
-
-
-def process_start(pid: int) -> str | None:
-    """The kernel's start time of a pid: with the pid, identifies one process even if the pid is reused."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]
 
 
 def boot_id() -> str:
