@@ -12,24 +12,24 @@ import traceback
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from pipeline.config.errors import ConfigError
+from pipeline.config.errors import ConfigError, ServiceUnavailable, exit_code
 from pipeline.redaction import redact_uri
 
-EXIT_CONFIG = 2
 EXIT_INTERRUPTED = 143  # 128 + SIGTERM, what a shell reports for a terminated process
 
 
 @contextlib.contextmanager
 def reported() -> Iterator[None]:
-    """Failure handling for every entry point: bad input is one clear line and exit code 2."""
+    """Failure handling for every entry point: bad input (exit code 2) and an unavailable service (exit code 1)
+    are one clear line each; pipeline/config/errors.py says which is which."""
     from pipeline.unity.editor import BuildFailed
 
     _redact_tracebacks()
     try:
         yield
-    except ConfigError as exc:
+    except (ConfigError, ServiceUnavailable) as exc:
         print(redact_uri(f"error: {exc}"), file=sys.stderr, flush=True)
-        sys.exit(EXIT_CONFIG)
+        sys.exit(exit_code(exc))
     except BuildFailed as exc:  # the editor's own error, already logged with Editor.log on the build run
         print(redact_uri(f"error: build failed: {exc}"), file=sys.stderr, flush=True)
         sys.exit(1)
@@ -138,7 +138,8 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument("--overrides", default="", help="Hydra overrides, space separated")
         s.add_argument("--result-json", type=Path, help="write the stage's result here as JSON")
         if stage in ("main", "train"):
-            s.add_argument("--algorithm", default="ppo")
+            s.add_argument("--algorithm", default="",
+                           help="a conf/algorithm name; empty: the asset's default (MA-POCA for push, PPO otherwise)")
             s.add_argument("--mode", default="online")
             s.add_argument("--max_steps", default="")
             s.add_argument("--seed", default="0")

@@ -75,3 +75,20 @@ def test_bad_input_on_the_command_line_exits_2_and_writes_no_run(store, tmp_path
     assert proc.stderr.strip().splitlines()[-1].startswith("error: max_steps must be a positive number")
     assert all_runs() == [] and all_runs("tests") == []
     assert not (tmp_path / "results").exists()
+
+
+def test_bad_input_exits_2_and_an_unavailable_service_exits_1_whatever_part_found_it():
+    from pipeline.config.errors import ServiceUnavailable, exit_code
+    from pipeline.evaluation.onnx_contract import PolicyContractError
+    from pipeline.launch.request import RequestError
+    from pipeline.offline.dataset import DatasetError
+    from pipeline.registry.vertex_mirror import VertexError, VertexUnavailable
+    from pipeline.scheduling.cron import CronError
+    from pipeline.scheduling.schedule import ScheduleError
+
+    for bad_input in (ConfigError, ScheduleError, CronError, RequestError, DatasetError, PolicyContractError,
+                      VertexError):
+        assert exit_code(bad_input("x")) == 2, bad_input
+    assert exit_code(VertexUnavailable("x")) == exit_code(ServiceUnavailable("x")) == 1
+    assert not issubclass(VertexUnavailable, ConfigError)  # a network failure is not the user's input
+    assert exit_code(RuntimeError("x")) is None  # anything else: the caller's own handling (a traceback)

@@ -16,7 +16,7 @@ import onnx
 import pytest
 
 from pipeline.config.compose import compose_plan
-from pipeline.config.errors import ConfigError
+from pipeline.config.errors import ConfigError, ServiceUnavailable
 from pipeline.digest import file_sha256 as sha256
 from pipeline.stages import evaluate, register, train
 from tests.support.process import PYTHON, REPO, child_env
@@ -303,8 +303,24 @@ def test_an_unreachable_endpoint_fails_the_run_with_the_reason(reg):
     plan = plan_with("registry.vertex_project=demo-project", f"registry.api_endpoint={endpoint}",
                      "registry.credentials=anonymous", "registry.serving_container_image_uri=img:1",
                      "registry.timeout_s=2")
-    with pytest.raises(ConfigError) as err:
+    with pytest.raises(ServiceUnavailable) as err:  # a service that is down, not bad input (exit code 1, not 2)
         register.register(plan, run_id)
+    assert not isinstance(err.value, ConfigError)
     assert str(err.value).startswith(f"Vertex AI: cannot reach {endpoint} to look up model projects/demo-project/"
                                      "locations/us-central1/models/nav-001-navigationagent (")
     assert [r.info.status for r in register_runs()] == ["FAILED"] and aliases_of(1) == ["challenger", "champion"]
+
+
+def test_an_unreachable_endpoint_on_the_command_line_exits_1_with_one_error_line(reg):
+    run_id, _ = reg
+    endpoint = f"http://127.0.0.1:{free_port()}"  # nothing listens: connections are refused
+    overrides = (f"registry.vertex_project=demo-project registry.api_endpoint={endpoint} "
+                 "registry.credentials=anonymous registry.serving_container_image_uri=img:1 registry.timeout_s=2")
+    done = subprocess.run([PYTHON, "-m", "pipeline.cli", "register", "--run_id", run_id, "--overrides", overrides],
+                          cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: Vertex AI: cannot reach {endpoint} to look up model projects/demo-project/"
+                           "locations/us-central1/models/nav-001-navigationagent (")
+    assert last.endswith(f"re-run `python -m pipeline.cli register --run_id {run_id}` to complete the Vertex AI mirror")
+    assert "Traceback" not in done.stderr

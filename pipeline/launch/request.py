@@ -15,13 +15,15 @@ import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from pipeline.config.errors import ConfigError
+
 STAGES = ("main", "build", "train", "evaluate", "register")
 GROUPS = ("asset", "algorithm", "mode")  # conf/ groups a request chooses by name
 NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")  # a conf/<group>/<name>.yaml, nothing Hydra parses
 KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")  # dotted config key
 
 
-class RequestError(ValueError):
+class RequestError(ConfigError):
     """A request that cannot be carried out as written; the message names the field."""
 
 

@@ -14,14 +14,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
-from pipeline.config.errors import ConfigError
+from pipeline.config.errors import ConfigError, ServiceUnavailable
 from pipeline.registry import sdk_compat, vertex_rules
 from pipeline.registry.lineage import PolicySource
 from pipeline.registry.vertex_target import VertexTarget
 
 
 class VertexError(ConfigError):
-    """A Google Cloud call failed for a reason the user fixes (access, endpoint, quota): one clear line."""
+    """Google Cloud refused a call for a reason the user fixes (credentials, permission, a missing bucket,
+    a request it calls invalid): bad input, one clear line."""
+
+
+class VertexUnavailable(ServiceUnavailable):
+    """Vertex AI or Cloud Storage could not be reached, timed out, or failed on its side (5xx): the settings
+    may be right and a re-run later can finish the mirror. One clear line."""
 
 
 @dataclass(frozen=True)
@@ -175,7 +181,7 @@ def _calling(target: VertexTarget, what: str, storage_api: bool = False) -> Iter
     where = (target.storage_endpoint or "Cloud Storage") if storage_api else target.endpoint_label
     try:
         yield
-    except VertexError:
+    except (VertexError, VertexUnavailable):
         raise
     except (api_errors.Unauthorized, auth_errors.RefreshError) as exc:
         raise VertexError(f"Vertex AI: could not {what}: the credentials ({target.credentials_source}) were rejected "
@@ -189,10 +195,12 @@ def _calling(target: VertexTarget, what: str, storage_api: bool = False) -> Iter
     except (requests.exceptions.ConnectionError, requests.exceptions.Timeout, auth_errors.TransportError,
             api_errors.RetryError, api_errors.ServiceUnavailable, api_errors.DeadlineExceeded) as exc:
         endpoints = " and registry.api_endpoint/registry.storage_endpoint" if target.api_endpoint else ""
-        raise VertexError(f"Vertex AI: cannot reach {where} to {what} ({_short(exc)}); "
-                          f"check the network{endpoints}") from None
+        raise VertexUnavailable(f"Vertex AI: cannot reach {where} to {what} ({_short(exc)}); "
+                                f"check the network{endpoints}") from None
     except api_errors.GoogleAPICallError as exc:
-        raise VertexError(f"Vertex AI: could not {what}: {_short(exc)}") from None
+        server_side = isinstance(exc, api_errors.ServerError)  # 5xx: Google's side, not the request
+        raise (VertexUnavailable if server_side else VertexError)(f"Vertex AI: could not {what}: {_short(exc)}") \
+            from None
 
 
 def _short(exc: BaseException, limit: int = 300) -> str:

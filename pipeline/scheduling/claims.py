@@ -284,6 +284,32 @@ class ClaimStore:
             (json.dumps(result, default=str), run_id, *key))
         return cur.rowcount == 1
 
+    def pending_jobs(self, schedule_id: str | None = None, minute: str | None = None) -> list[JobRecord]:
+        """Jobs waiting to be launched (of one fire, if given), in launch order."""
+        if schedule_id is None:
+            return self.jobs("j.state='pending'")
+        return self.jobs("j.schedule_id=? AND j.scheduled_minute=? AND j.state='pending'", (schedule_id, minute))
+
+    def cancel_requested(self, owner: str) -> list[JobRecord]:
+        """Running jobs of `owner` that someone asked to cancel (overlap policy replace, a stopping runner)."""
+        return self.jobs("j.state='started' AND j.owner=? AND j.cancel_reason IS NOT NULL", (owner,))
+
+    def started_by(self, owners: set[str]) -> list[JobRecord]:
+        """Jobs `owners` started and never recorded the end of."""
+        marks = ",".join("?" * len(owners))
+        return self.jobs(f"j.state='started' AND j.owner IN ({marks})", tuple(sorted(owners)))
+
+    def claimed_unlaunched(self, claimers: set[str]) -> list[JobRecord]:
+        """Jobs of fires `claimers` claimed and never launched (a job pending to resume is not one: it is owed)."""
+        marks = ",".join("?" * len(claimers))
+        return self.jobs(f"j.state='pending' AND j.resume_run_id IS NULL AND f.claimed_by IN ({marks})",
+                         tuple(sorted(claimers)))
+
+    def request_cancel_job(self, key: tuple[str, str, str], reason: str) -> None:
+        """Ask the owner of one running job to cancel it; an earlier reason is kept (call inside `transaction()`)."""
+        self.db.execute("UPDATE jobs SET cancel_reason=COALESCE(cancel_reason, ?) WHERE schedule_id=? "
+                        "AND scheduled_minute=? AND asset_id=?", (reason, *key))
+
     def request_cancel(self, schedule_id: str, minute: str, reason: str) -> None:
         self.db.execute("UPDATE jobs SET cancel_reason=? WHERE schedule_id=? AND scheduled_minute=? "
                         "AND state='started' AND cancel_reason IS NULL", (reason, schedule_id, minute))
@@ -298,6 +324,49 @@ class ClaimStore:
     def set_watermark(self, schedule_id: str, t: float) -> None:
         self.db.execute("INSERT INTO watermarks VALUES (?, ?) ON CONFLICT(schedule_id) DO UPDATE SET "
                         "checked_through=MAX(watermarks.checked_through, excluded.checked_through)", (schedule_id, t))
+
+    # -- webhook outbox ------------------------------------------------------------------------
+    def add_event(self, delivery_id: str, event: str, body: bytes, now: float) -> None:
+        """Queue one webhook event; call inside the transaction that makes it true."""
+        self.db.execute("INSERT INTO outbox (delivery_id, event, body, created_at, next_attempt_at) "
+                        "VALUES (?, ?, ?, ?, ?)", (delivery_id, event, body, now, now))
+
+    def take_event(self, now: float, lease_seconds: float) -> tuple[str, str, bytes, int] | None:
+        """The oldest event due now, leased so a second runner on the same database does not send it too:
+        (delivery_id, event, body, attempts)."""
+        with self.transaction() as db:
+            row = db.execute("SELECT delivery_id, event, body, attempts FROM outbox WHERE delivered_at IS NULL AND "
+                             "gave_up_at IS NULL AND next_attempt_at <= ? AND (lease_until IS NULL OR lease_until < ?) "
+                             "ORDER BY created_at LIMIT 1", (now, now)).fetchone()
+            if row is None:
+                return None
+            db.execute("UPDATE outbox SET lease_until=? WHERE delivery_id=?", (now + lease_seconds, row[0]))
+        return row[0], row[1], bytes(row[2]), row[3]
+
+    def event_delivered(self, delivery_id: str, attempts: int, now: float) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE outbox SET delivered_at=?, attempts=?, lease_until=NULL, last_error=NULL "
+                       "WHERE delivery_id=?", (now, attempts, delivery_id))
+
+    def event_failed(self, delivery_id: str, attempts: int, error: str, retry_at: float | None, now: float) -> None:
+        """A failed attempt: retried at `retry_at`, or given up (kept for inspection) when it is None."""
+        with self.transaction() as db:
+            if retry_at is None:
+                db.execute("UPDATE outbox SET gave_up_at=?, attempts=?, lease_until=NULL, last_error=? "
+                           "WHERE delivery_id=?", (now, attempts, error, delivery_id))
+            else:
+                db.execute("UPDATE outbox SET next_attempt_at=?, attempts=?, lease_until=NULL, last_error=? "
+                           "WHERE delivery_id=?", (retry_at, attempts, error, delivery_id))
+
+    def next_event_at(self) -> float | None:
+        """When the next undelivered event may be sent (its retry time, or when its lease ends)."""
+        row = self.db.execute("SELECT MIN(MAX(next_attempt_at, COALESCE(lease_until, 0))) FROM outbox "
+                              "WHERE delivered_at IS NULL AND gave_up_at IS NULL").fetchone()
+        return row[0]
+
+    def undelivered_events(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL AND "
+                               "gave_up_at IS NULL").fetchone()[0]
 
     # -- runners -------------------------------------------------------------------------------
     def register_runner(self, runner_id: str, now: float) -> None:
@@ -392,7 +461,7 @@ class PostgresConnection:
     def _connect(self):
         import psycopg
 
-        from pipeline.config.errors import ConfigError
+        from pipeline.config.errors import ServiceUnavailable
         from pipeline.redaction import redact_uri
 
         try:
@@ -401,8 +470,9 @@ class PostgresConnection:
                                    keepalives=1, keepalives_idle=60, keepalives_interval=10, keepalives_count=5)
         except psycopg.Error as exc:
             reason = " ".join(str(exc).split())
-            raise ConfigError(redact_uri(f"state {self.url}: cannot open the claims database ({reason}); check "
-                                         "the host, port, database name and credentials in the URL")) from None
+            message = (f"state {self.url}: cannot open the claims database ({reason}); check the host, port, "
+                       "database name and credentials in the URL")
+            raise ServiceUnavailable(redact_uri(message)) from None
 
     def _usable(self) -> None:
         if self.conn.broken or self.conn.closed:

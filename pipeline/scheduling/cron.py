@@ -17,6 +17,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import croniter
 from croniter.croniter import CroniterError
 
+from pipeline.config.errors import ConfigError
+
 UTC = timezone.utc
 MINUTE = timedelta(minutes=1)
 MINUTE_FORMAT = "%Y-%m-%dT%H:%M"
@@ -24,7 +26,7 @@ MAX_YEARS = 8  # a schedule must fire within this many years (February 29th does
 ALIASES = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
 
 
-class CronError(ValueError):
+class CronError(ConfigError):
     """A schedule's expression or time zone is unusable; the message says which and why."""
 
 

@@ -5,6 +5,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from pipeline.config.errors import ConfigError
 from pipeline.scheduling.cron import CronSchedule
 
 if TYPE_CHECKING:  # the guide API imports the scheduler, which imports this module
@@ -21,7 +22,7 @@ ON_TIME_SECONDS = 60.0
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
-class ScheduleError(ValueError):
+class ScheduleError(ConfigError):
     """A schedule the runner refuses at load; the message names the field and the fix."""
 
 
@@ -74,8 +75,8 @@ class Schedule:
         return [j.asset_spec.asset_id for j in self.jobs]
 
     def describe(self) -> str:
-        what = ", ".join(f"{j.asset_spec.asset_id} ({j.rl_config.algorithm.lower()}, {j.rl_config.training_mode}, "
-                         f"{j.rl_config.max_steps:,} steps)" for j in self.jobs)
+        what = ", ".join(f"{j.asset_spec.asset_id} ({(j.rl_config.algorithm or 'asset default').lower()}, "
+                         f"{j.rl_config.training_mode}, {j.rl_config.max_steps:,} steps)" for j in self.jobs)
         return (f"{self.schedule_id}: '{self.cron.expression}' {self.cron.zone_name}; overlap={self.overlap}, "
                 f"misfire={self.misfire}" + (f", resumes interrupted fires (at most {self.max_resumes}x)"
                                              if self.resume_interrupted else "") + f"; trains {what}")

@@ -131,9 +131,9 @@ def _mirror(client: mlflow.MlflowClient, reg: RegistryConfig, target: vertex_tar
         vv = vertex_mirror.mirror(target, source, name, version, mirrored, display_name=name,
                                   description=f"MLflow {name} v{version}, run {source.run_id}, ONNX sha256 "
                                               f"{source.onnx_sha256}. {decision}"[:2000])
-    except vertex_mirror.VertexError as exc:
+    except (vertex_mirror.VertexError, vertex_mirror.VertexUnavailable) as exc:
         mlflow_registry.set_tags(client, name, version, {"vertex.status": f"failed: {exc}"[:5000]})
-        raise vertex_mirror.VertexError(
+        raise type(exc)(  # bad input stays bad input, an unreachable service stays that
             f"{exc}. MLflow {name} v{version} is registered and its aliases are set; re-run "
             f"`python -m pipeline.cli register --run_id {source.run_id}` to complete the Vertex AI mirror") from None
     record = vertex_mirror.record(target, source, name, version, vv.aliases, "registered", None, vv, vv.resource_name)
