@@ -15,6 +15,9 @@ The action noise (log sigma) is left as ML-Agents initialises it, so online fine
 
 `max_steps` counts demonstration samples consumed by gradient updates (updates x batch size), the
 offline counterpart of agent steps: metrics, checkpoints and the learning-rate schedule use it.
+
+The session around it (RunOptions, results layout, trainer factory, seeding, SIGTERM, run files) is the online
+trainer's: training/session.py.
 """
 from __future__ import annotations
 
@@ -28,26 +31,18 @@ from pipeline import mlagents_patches  # noqa: E402
 mlagents_patches.apply()  # before the trainers: ONNX export on torch 2.13, hot paths
 import numpy as np
 import torch
-from mlagents import torch_utils
-from mlagents.plugins.trainer_type import register_trainer_plugins
-from mlagents.trainers import learn
 from mlagents.trainers.behavior_id_utils import BehaviorIdentifiers
 from mlagents.trainers.buffer import AgentBuffer
-from mlagents.trainers.environment_parameter_manager import EnvironmentParameterManager
 from mlagents.trainers.settings import ScheduleType
 from mlagents.trainers.stats import StatsReporter, StatsWriter
 from mlagents.trainers.torch_entities.networks import ValueNetwork
 from mlagents.trainers.torch_entities.utils import ModelUtils
-from mlagents.trainers.trainer import TrainerFactory
-from mlagents.trainers.training_status import GlobalTrainingStatus
 from mlagents.trainers.trajectory import ObsUtil
 from mlagents_envs.base_env import ActionSpec, BehaviorSpec, DimensionProperty, ObservationSpec, ObservationType
-from mlagents_envs.timers import reset_timers
 
 from pipeline.config.plan import RunPlan
 from pipeline.offline.dataset import Dataset, Layout
-from pipeline.training import mlagents_trainer
-from pipeline.training.mlagents_trainer import TrainingOutcome, run_options_for
+from pipeline.training.session import StopRequest, TrainingOutcome, open_session, stats_writers
 
 BC_LOSS = "Losses/BC Loss"
 VAL_BC_LOSS = "Offline/Validation BC Loss"
@@ -92,31 +87,17 @@ def _obs_buffer(split: _Split) -> AgentBuffer:
 
 def train(plan: RunPlan, data: Dataset, results_dir: Path, run_id: str,
           writers: Sequence[StatsWriter] = ()) -> TrainingOutcome:
-    from pipeline.training.mlagents_trainer import _StopRequest  # SIGTERM behaves like Ctrl-C, as online
-
     mode = plan.cfg["mode"]
-    options = run_options_for(plan, results_dir, run_id)
-    write_path = Path(options.checkpoint_settings.write_path)
-    run_logs = Path(options.checkpoint_settings.run_logs_dir)
-    learn.validate_existing_directories(str(write_path), False, False, None)
-    run_logs.mkdir(parents=True, exist_ok=True)
-    GlobalTrainingStatus.saved_state.clear()
-    reset_timers()
-    StatsReporter.stats_dict.clear()
-    torch_utils.set_torch_config(options.torch_settings)
-    torch.manual_seed(plan.seed)
+    session = open_session(plan, results_dir, run_id)
+    write_path = session.write_path
+    session.seed_generators()
     rng = np.random.default_rng(plan.seed)
 
     behavior = plan.behavior_name
-    settings = options.behaviors[behavior]
+    settings = session.options.behaviors[behavior]
     if settings.network_settings.memory is not None:
         raise ValueError("offline training does not support recurrent policies (network_settings.memory)")
-    register_trainer_plugins()
-    factory = TrainerFactory(trainer_config=options.behaviors, output_path=str(write_path), train_model=True,
-                             load_model=False, seed=plan.seed,
-                             param_manager=EnvironmentParameterManager(options.environment_parameters, plan.seed),
-                             init_path=None, multi_gpu=False)
-    trainer = factory.generate(behavior)
+    trainer = session.trainer_factory(session.parameter_manager()).generate(behavior)
     parsed = BehaviorIdentifiers.from_name_behavior_id(behavior)
     policy = trainer.create_policy(parsed, behavior_spec(data.layout))
     trainer.add_policy(parsed, policy)  # optimizer, critic and model saver, exactly as online
@@ -152,8 +133,8 @@ def train(plan: RunPlan, data: Dataset, results_dir: Path, run_id: str,
 
     step, next_summary, next_checkpoint = 0, summary_freq, checkpoint_interval
     order, cursor, epoch = rng.permutation(len(tr)), 0, 0
-    stop = _StopRequest()
-    with mlagents_trainer.stats_writers(writers), stop.on_sigterm():
+    stop = StopRequest()
+    with stats_writers(writers), stop.on_sigterm():
         try:
             while step < plan.max_steps:
                 if cursor + batch > len(tr):
@@ -178,9 +159,7 @@ def train(plan: RunPlan, data: Dataset, results_dir: Path, run_id: str,
         except KeyboardInterrupt:
             pass
         _save(trainer, policy, step, final=True)
-        learn.write_run_options(str(write_path), options)
-        learn.write_timing_tree(str(run_logs))
-        learn.write_training_status(str(run_logs))
+        session.write_run_files()
 
     ckpt = write_path / behavior / "checkpoint.pt"
     return TrainingOutcome(results_dir=write_path, onnx_path=write_path / f"{behavior}.onnx",

@@ -1,23 +1,30 @@
-"""The train stage's work for mode=offline and mode=hybrid, inside the stage's MLflow run.
+"""The train stage's work for mode=offline and mode=hybrid, logged to runs the stage opens (stages/train.py and
+stages/hybrid.py own the runs; this module only logs into the active one and names the runs it writes to).
 
-offline: one run, `learner.train` on the dataset; no environment process.
-hybrid:  the train run is the parent of two child runs, `pretrain` (offline, on the dataset) and
-         `finetune` (the configured ML-Agents trainer online, `init_path` = the pre-trained
-         checkpoint.pt, optionally with ML-Agents' behavioral_cloning term on the demonstrations).
-         The online statistics are also logged to the parent, so it reads like an online run.
+offline: `learner.train` on the dataset, in the train run; no environment process.
+hybrid:  `pretrain` (offline, on the dataset) then `finetune` (the configured ML-Agents trainer online,
+         `init_path` = the pre-trained checkpoint.pt, optionally with ML-Agents' behavioral_cloning term on the
+         demonstrations), each in its own child run of the train run.
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
+import warnings
 from pathlib import Path
 
 import mlflow
+from mlflow.data.dataset_source_registry import resolve_dataset_source
+from mlflow.data.meta_dataset import MetaDataset
 
 from pipeline.config.plan import RunPlan
+from pipeline.offline import learner, unity_demo
 from pipeline.offline.dataset import Dataset, layout_of_asset
 from pipeline.offline.loader import load
-from pipeline.training.mlagents_trainer import TrainingOutcome
+from pipeline.tracking import runs
+from pipeline.tracking.stats_writer import MLflowStatsWriter, ProgressWriter
+from pipeline.training import mlagents_trainer
+from pipeline.training.session import TrainingOutcome
 
 
 def dataset_for(plan: RunPlan) -> Dataset:
@@ -27,11 +34,6 @@ def dataset_for(plan: RunPlan) -> Dataset:
 
 def log_dataset(data: Dataset, context: str = "training") -> None:
     """The dataset as an MLflow input of the active run: its file, sha256 digest and size."""
-    import warnings
-
-    from mlflow.data.dataset_source_registry import resolve_dataset_source
-    from mlflow.data.meta_dataset import MetaDataset
-
     with warnings.catch_warnings():  # MLflow registers its local source twice and says so
         warnings.simplefilter("ignore", UserWarning)
         source = resolve_dataset_source(data.path.as_uri())
@@ -43,44 +45,31 @@ def log_dataset(data: Dataset, context: str = "training") -> None:
 
 
 def train(plan: RunPlan, results_root: Path, run_id: str, data: Dataset) -> TrainingOutcome:
-    from pipeline.offline import learner
-    from pipeline.tracking.stats_writer import MLflowStatsWriter
-
-    if plan.mode == "offline":
-        writers = [MLflowStatsWriter(run_id, plan.behavior_name), learner.OfflineProgressWriter(plan.max_steps)]
-        return learner.train(plan, data, results_root, run_id, writers)
-    return _hybrid(plan, results_root, run_id, data)
+    """mode=offline, in the active run `run_id`."""
+    writers = [MLflowStatsWriter(run_id, plan.behavior_name), learner.OfflineProgressWriter(plan.max_steps)]
+    return learner.train(plan, data, results_root, run_id, writers)
 
 
-def _hybrid(plan: RunPlan, results_root: Path, run_id: str, data: Dataset) -> TrainingOutcome:
-    from pipeline.offline import learner, unity_demo
-    from pipeline.stages.common import experiment_for, plan_tags
-    from pipeline.tracking import runs
-    from pipeline.tracking.runs import StageInterrupted, stage_run
-    from pipeline.tracking.stats_writer import MLflowStatsWriter, ProgressWriter
-    from pipeline.training import mlagents_trainer
-
+def pretrain(plan: RunPlan, results_root: Path, run_id: str, data: Dataset) -> TrainingOutcome:
+    """hybrid, first phase, in the active run `run_id` (the pretrain child): mode.pretrain_steps samples of
+    offline learning; its checkpoint and policy are logged to that run."""
     mode = plan.cfg["mode"]
-    experiment = experiment_for(plan)
     pretrain_plan = dataclasses.replace(plan, max_steps=mode["pretrain_steps"])
-    tags = {**plan_tags(plan), "pipeline.parent_train_run_id": run_id}
-    try:
-        with stage_run("train.pretrain", experiment, f"pretrain-{plan.asset_id}-s{plan.seed}", tags) as child:
-            child_id = child.info.run_id
-            log_dataset(data)
-            runs.log_params({"phase": "pretrain", "max_steps": pretrain_plan.max_steps, "mode": mode})
-            writers = [MLflowStatsWriter(child_id, plan.behavior_name),
-                       learner.OfflineProgressWriter(pretrain_plan.max_steps, "pretrain")]
-            pre = learner.train(pretrain_plan, data, results_root, child_id, writers)
-            if pre.checkpoint_path is None:
-                raise RuntimeError(f"pre-training wrote no checkpoint.pt under {pre.results_dir}")
-            mlflow.log_artifact(str(pre.checkpoint_path), "checkpoint")
-            mlflow.log_artifact(str(pre.onnx_path), "unity")
-            if pre.interrupted:
-                raise StageInterrupted(f"pre-training stopped at sample {pre.steps:,} of {pretrain_plan.max_steps:,}")
-    except StageInterrupted:
-        return pre  # the train stage logs the pre-trained policy and ends KILLED
+    log_dataset(data)
+    runs.log_params({"phase": "pretrain", "max_steps": pretrain_plan.max_steps, "mode": mode})
+    writers = [MLflowStatsWriter(run_id, plan.behavior_name),
+               learner.OfflineProgressWriter(pretrain_plan.max_steps, "pretrain")]
+    pre = learner.train(pretrain_plan, data, results_root, run_id, writers)
+    if pre.checkpoint_path is None:
+        raise RuntimeError(f"pre-training wrote no checkpoint.pt under {pre.results_dir}")
+    mlflow.log_artifact(str(pre.checkpoint_path), "checkpoint")
+    mlflow.log_artifact(str(pre.onnx_path), "unity")
+    return pre
 
+
+def finetune_plan(plan: RunPlan, pre: TrainingOutcome, data: Dataset) -> RunPlan:
+    """hybrid, second phase's plan: the configured algorithm initialised from the pre-trained checkpoint."""
+    mode = plan.cfg["mode"]
     algorithm = copy.deepcopy(plan.cfg["algorithm"])
     algorithm["init_path"] = str(pre.checkpoint_path)  # ML-Agents' TorchModelSaver loads Policy, critic ...
     if mode["bc_strength"] > 0:
@@ -88,20 +77,16 @@ def _hybrid(plan: RunPlan, results_root: Path, run_id: str, data: Dataset) -> Tr
         demo = unity_demo.write(pre.results_dir / "demonstrations.demo", data, name=plan.asset_id)
         algorithm["behavioral_cloning"] = {"demo_path": str(demo), "strength": mode["bc_strength"],
                                            "steps": mode["bc_steps"]}
-    online_plan = dataclasses.replace(plan, cfg={**plan.cfg, "algorithm": algorithm})
-    mlflow.set_tags({"pipeline.pretrain_run_id": child_id, "hybrid.init_path": algorithm["init_path"]})
-    try:
-        with stage_run("train.finetune", experiment, f"finetune-{plan.asset_id}-{plan.algorithm}-s{plan.seed}",
-                       tags) as child:
-            finetune_id = child.info.run_id
-            runs.log_params({"phase": "finetune", "max_steps": plan.max_steps, "algorithm": algorithm})
-            writers = [MLflowStatsWriter(finetune_id, plan.behavior_name),
-                       MLflowStatsWriter(run_id, plan.behavior_name), ProgressWriter(plan.max_steps)]
-            outcome = mlagents_trainer.train(online_plan, results_root, run_id, writers)
-            mlflow.set_tag("results_dir", str(outcome.results_dir))
-            if outcome.interrupted:
-                raise StageInterrupted(f"fine-tuning stopped at step {outcome.steps:,} of {plan.max_steps:,}")
-    except StageInterrupted:
-        pass  # the train stage logs what was saved and ends KILLED as well
-    mlflow.set_tag("pipeline.finetune_run_id", finetune_id)
+    return dataclasses.replace(plan, cfg={**plan.cfg, "algorithm": algorithm})
+
+
+def finetune(online_plan: RunPlan, results_root: Path, train_run_id: str, run_id: str) -> TrainingOutcome:
+    """hybrid, second phase, in the active run `run_id` (the finetune child). ML-Agents writes under the train
+    run's id, and the statistics also go to the train run, so it reads like an online run."""
+    runs.log_params({"phase": "finetune", "max_steps": online_plan.max_steps,
+                     "algorithm": online_plan.cfg["algorithm"]})
+    writers = [MLflowStatsWriter(run_id, online_plan.behavior_name),
+               MLflowStatsWriter(train_run_id, online_plan.behavior_name), ProgressWriter(online_plan.max_steps)]
+    outcome = mlagents_trainer.train(online_plan, results_root, train_run_id, writers)
+    mlflow.set_tag("results_dir", str(outcome.results_dir))
     return outcome

@@ -1,9 +1,16 @@
-"""The scheduling loop: claim due fires, apply overlap/misfire policies and the concurrency cap, launch jobs,
-record their outcomes, and stop gracefully.
+"""The scheduling loop: wakes at every due time and heartbeat, claims due fires, launches jobs, records their
+outcomes, and stops gracefully on SIGTERM/SIGINT.
 
-Everything it decides is written to the claims database first (see claims.py), so any number of runners
-on one file, restarted at any point, launch every fire at most once; policies then make that exactly once
-or an explicit skip with a webhook saying why.
+It wires the parts that decide and record: what a fire does is fire policy (policy.py, pure functions),
+what it says is the webhook contract (events.py), what it writes is claims queries (claims.py). Everything
+it decides is written to the claims database first, so any number of runners on one database, restarted at
+any point, launch every fire at most once; policies make that exactly once or an explicit skip with a
+webhook saying why.
+
+A launcher that can (`prestart`: the local child process) starts a fire's jobs `prestart_seconds` before the
+minute, so the job's process has read its config, imported its libraries and opened the tracking store when
+its fire is due; it is told to go only once the fire is claimed and the job started in the claims database,
+and is released without creating any run otherwise.
 """
 from __future__ import annotations
 
@@ -20,16 +27,18 @@ from typing import Any, Callable, Optional, Protocol
 
 from pipeline.launch.job_specs import RLTrainingConfig, TrainingJob, TrainingJobResult, UnityAssetSpec
 from pipeline.redaction import redact_uri
-from pipeline.scheduling import webhooks
+from pipeline.scheduling import events, policy, webhooks
 from pipeline.scheduling.claims import ClaimStore, JobRecord
 from pipeline.scheduling.cron import UTC, Fire
+from pipeline.scheduling.events import iso
 from pipeline.scheduling.launcher import alive, fire_job
-from pipeline.scheduling.schedule import ON_TIME_SECONDS, Schedule
+from pipeline.scheduling.policy import STOPPING, humanize, upcoming
+from pipeline.scheduling.schedule import Schedule
+
+__all__ = ["ON_STOP", "STOPPING", "Launcher", "Runner", "RunnerSettings", "humanize", "iso", "say", "upcoming",
+           "utcnow"]
 
 ON_STOP = ("cancel", "finish")
-STOPPING = "runner stopping"  # cancel reasons starting so are interruptions, not decisions about the fire
-STATES = {"FINISHED": "succeeded", "KILLED": "killed"}  # anything else: failed
-MAX_LISTED = 50  # minutes listed in one misfire event; the count is always exact
 
 
 class Launcher(Protocol):
@@ -39,6 +48,11 @@ class Launcher(Protocol):
     def recover(self, record: JobRecord, job: TrainingJob, why: str) -> Optional[TrainingJobResult]: ...
 
     def resume_point(self, record: JobRecord, result: TrainingJobResult) -> tuple[Optional[str], str]: ...
+
+    # Optional, for launchers whose jobs can start ahead of their minute (PipelineLauncher, local processes):
+    #   async def prestart(self, job, schedule_id, minute) -> handle | None
+    #   async def release(self, handle, why) -> None            the job will not run: no run is created
+    #   and run(..., prestarted=handle) goes on with the process `prestart` started.
 
 
 @dataclass
@@ -53,6 +67,9 @@ class RunnerSettings:
     lease_seconds: float = 60.0  # a runner silent this long is dead; its jobs are recovered
     stop_flush_seconds: float = 10.0  # how long a stopping runner keeps trying to deliver webhooks
     sqlite_synchronous: str = "FULL"  # FULL: claims survive power loss; NORMAL: only process crashes (faster)
+    # Start a fire's job processes this long before its minute (0: at the minute), so its MLflow run is created
+    # right at the minute rather than after the process has imported its libraries.
+    prestart_seconds: float = 15.0
 
     def __post_init__(self) -> None:
         from pipeline.config.ranges import Int, Num, check_value
@@ -62,6 +79,7 @@ class RunnerSettings:
         for key, example in (("webhook_timeout", 10.0), ("heartbeat_seconds", 10.0), ("lease_seconds", 60.0),
                              ("stop_flush_seconds", 10.0)):
             check_value(key, getattr(self, key), Num(0.0, 86_400.0, example, low_open=True))
+        check_value("prestart_seconds", self.prestart_seconds, Num(0.0, 50.0, 15.0))
         if self.on_stop not in ON_STOP:
             raise ValueError(f"on_stop {self.on_stop!r} is not a choice; use 'cancel' or 'finish'")
         if self.webhook_url is not None:
@@ -78,34 +96,6 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def iso(t: float) -> str:
-    return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds")
-
-
-def humanize(seconds: float) -> str:
-    s = int(max(0, seconds))
-    d, s = divmod(s, 86400)
-    h, s = divmod(s, 3600)
-    m, s = divmod(s, 60)
-    return (f"{d}d" if d else "") + (f"{h}h" if h or d else "") + f"{m}m{s:02d}s"
-
-
-def upcoming(schedules, now: datetime, count: int = 1,
-             on_error: Optional[Callable[[Schedule, Exception], None]] = None) -> list[tuple[Schedule, Fire]]:
-    """The next `count` fires across enabled schedules, soonest first. A schedule whose fires cannot be
-    computed is left out (and handed to `on_error`): one bad schedule never hides the others."""
-    out: list[tuple[Schedule, Fire]] = []
-    for s in schedules:
-        if s.enabled:
-            try:
-                it = s.cron.fires_after(now)
-                out += [(s, next(it)) for _ in range(count)]
-            except Exception as exc:  # noqa: BLE001 (croniter's failures have no common base)
-                if on_error is not None:
-                    on_error(s, exc)
-    return sorted(out, key=lambda p: p[1].due_at)[:count]
-
-
 class Runner:
     def __init__(self, schedules: list[Schedule], launcher: Launcher, settings: RunnerSettings,
                  clock: Callable[[], datetime] = utcnow, log: Callable[[str], None] = say):
@@ -119,10 +109,14 @@ class Runner:
             self.add(s)
         self.store = ClaimStore(settings.state_path, settings.sqlite_synchronous)
         self.runner_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.events = events.Events(self.store, self.runner_id, enabled=bool(settings.webhook_url))
         self.delivery = webhooks.WebhookDelivery(self.store, settings.webhook_url, settings.webhook_secret,
                                                  settings.webhook_timeout, clock=self.now, log=log)
         self.tasks: dict[tuple[str, str, str], asyncio.Task] = {}
         self.cancels: dict[tuple[str, str, str], asyncio.Event] = {}
+        # Jobs whose process started ahead of their fire: key -> (the launcher's handle, due_at).
+        self.prestarted: dict[tuple[str, str, str], tuple[Any, float]] = {}
+        self._releases: set[asyncio.Task] = set()
         self.stopping = asyncio.Event()
         self._wake = asyncio.Event()  # a job ended: a queued job may start now rather than at the next tick
         self._loop: Optional[asyncio.AbstractEventLoop] = None
@@ -159,8 +153,7 @@ class Runner:
                  "(fix it and restart the runner)")
         try:
             with self.store.transaction():
-                self._event("schedule.failed", {"schedule_id": s.schedule_id, "time_zone": s.cron.zone_name,
-                                                "cron": s.cron.expression, "error": error, "disabled": True}, now)
+                self.events.emit(events.schedule_failed(s, error), now)
         except Exception as report_exc:  # noqa: BLE001 (reporting must not take the runner down either)
             self.log(f"warning: could not queue the schedule.failed event of {s.schedule_id}: {report_exc}")
         self.delivery.wake.set()
@@ -173,15 +166,6 @@ class Runner:
         s, f = nxt[0]
         self.log(f"next: {s.schedule_id} at {f.scheduled_minute} {s.cron.zone_name} "
                  f"(in {humanize(f.due_at.timestamp() - self.now())}): " + s.describe().split("; trains ", 1)[1])
-
-    def _event(self, event: str, payload: dict[str, Any], now: float) -> None:
-        """Inside a transaction: the event is queued only if the state change commits."""
-        if self.settings.webhook_url:
-            webhooks.enqueue(self.store, event, {"runner_id": self.runner_id, **payload}, now)
-
-    def _fire_payload(self, s: Schedule | None, schedule_id: str, minute: str, due_at: float) -> dict[str, Any]:
-        return {"schedule_id": schedule_id, "scheduled_minute": minute,
-                "time_zone": s.cron.zone_name if s else None, "due_at": iso(due_at)}
 
     # -- one pass -------------------------------------------------------------------------------
     async def tick(self) -> None:
@@ -204,6 +188,8 @@ class Runner:
         self._apply_cancel_requests()
         if not self.stopping.is_set():
             self._start_pending(now)
+            await self._prestart(now)
+        self._release_prestarted(now)
         self.delivery.wake.set()
 
     def _register(self, now: float) -> None:
@@ -217,11 +203,9 @@ class Runner:
                      f"(heartbeat {iso(r.heartbeat_at)}); fires are still claimed once, by whichever is first")
 
     def _is_dead(self, r, now: float) -> bool:
-        if r.stopped_at is not None:
-            return True
-        if r.host == socket.gethostname() and r.pid != os.getpid() and not alive(r.pid, None):
-            return True
-        return now - r.heartbeat_at > self.settings.lease_seconds
+        gone = r.stopped_at is None and r.host == socket.gethostname() and r.pid != os.getpid() \
+            and not alive(r.pid, None)
+        return policy.runner_dead(r.stopped_at, r.heartbeat_at, now, self.settings.lease_seconds, gone)
 
     # -- claiming -------------------------------------------------------------------------------
     def _claim_due(self, s: Schedule, now: float) -> None:
@@ -229,28 +213,14 @@ class Runner:
             return  # nothing can be due yet: no write, no lock (an idle runner barely touches the disk)
         claimed_any = False
         with self.store.transaction():
-            mark = self.store.watermark(s.schedule_id)
-            if mark is None:  # first sight of this schedule: the minute just gone still counts as on time
-                mark = now - ON_TIME_SECONDS
+            mark = policy.first_mark(self.store.watermark(s.schedule_id), now)
             fires = s.cron.fires_between(datetime.fromtimestamp(mark, UTC), datetime.fromtimestamp(now, UTC))
-            on_time = [f for f in fires
-                       if f.due_at.timestamp() >= self.up_at and now - f.due_at.timestamp() <= ON_TIME_SECONDS]
-            missed = [f for f in fires if f not in on_time]
-            run = on_time
-            if missed and not on_time and s.misfire == "run_once" \
-                    and now - missed[-1].due_at.timestamp() <= s.misfire_grace_seconds:
-                run, missed = [missed[-1]], missed[:-1]
+            run, missed = policy.split_due(fires, now, self.up_at, s.misfire, s.misfire_grace_seconds)
             skipped = [f for f in missed if self.store.claim_fire(s.schedule_id, f.scheduled_minute,
                                                                   f.due_at.timestamp(), s.asset_ids, self.runner_id,
                                                                   now, skipped_reason="misfire")]
             if skipped:
-                self._event("fire.skipped", {
-                    **self._fire_payload(s, s.schedule_id, skipped[-1].scheduled_minute,
-                                         skipped[-1].due_at.timestamp()),
-                    "reason": "misfire", "assets": s.asset_ids, "missed": len(skipped),
-                    "scheduled_minutes": [f.scheduled_minute for f in skipped][-MAX_LISTED:],
-                    "detail": f"{len(skipped)} fire(s) were due while no runner was up; misfire policy "
-                              f"{s.misfire!r}"}, now)
+                self.events.emit(events.misfire_skipped(s, skipped), now)
                 self.log(f"{s.schedule_id}: skipped {len(skipped)} missed fire(s) "
                          f"({skipped[0].scheduled_minute} .. {skipped[-1].scheduled_minute}): "
                          f"misfire policy {s.misfire}")
@@ -263,46 +233,44 @@ class Runner:
 
     def _claim_one(self, s: Schedule, f: Fire, now: float) -> bool:
         minute, due = f.scheduled_minute, f.due_at.timestamp()
-        payload = {**self._fire_payload(s, s.schedule_id, minute, due), "assets": s.asset_ids}
         existing = self.store.fire(s.schedule_id, minute)
         if existing is not None:
-            self._event("fire.skipped", {**payload, "reason": "duplicate",
-                                         "detail": f"already claimed by {existing['claimed_by']} at "
-                                                   f"{iso(existing['claimed_at'])}"}, now)
+            self.events.emit(events.duplicate_skipped(s, f, existing["claimed_by"], existing["claimed_at"]), now)
             self.log(f"{s.schedule_id} {minute}: duplicate, already claimed by {existing['claimed_by']}")
             return False
-        active = self.store.active_fires(s.schedule_id)
-        if active and s.overlap == "forbid":
+        running = self.store.active_fires(s.schedule_id)
+        action = policy.on_overlap(s.overlap, running)
+        if action == "skip":
             self.store.claim_fire(s.schedule_id, minute, due, s.asset_ids, self.runner_id, now,
                                   skipped_reason="overlap")
-            self._event("fire.skipped", {**payload, "reason": "overlap", "running_fires": active,
-                                         "detail": f"overlap policy forbid: {', '.join(active)} still running"}, now)
-            self.log(f"{s.schedule_id} {minute}: skipped, {', '.join(active)} still running (overlap=forbid)")
+            self.events.emit(events.overlap_skipped(s, f, running), now)
+            self.log(f"{s.schedule_id} {minute}: skipped, {', '.join(running)} still running (overlap=forbid)")
             return True
         self.store.claim_fire(s.schedule_id, minute, due, s.asset_ids, self.runner_id, now)
         self.log(f"{s.schedule_id} {minute}: claimed ({len(s.asset_ids)} job(s))")
-        if active and s.overlap == "replace":
-            for old in active:
+        if action == "replace":
+            for old in running:
                 self._replace(s, old, minute, now)
         return True
 
     def _replace(self, s: Schedule, old: str, new: str, now: float) -> None:
         reason = f"replaced by the {new} fire (overlap policy replace)"
         self.store.request_cancel(s.schedule_id, old, reason)
-        for job in self.store.jobs("j.schedule_id=? AND j.scheduled_minute=? AND j.state='pending'",
-                                   (s.schedule_id, old)):
+        for job in self.store.pending_jobs(s.schedule_id, old):
             self.store.finish_job(job.key, "skipped", None, now)
-            self._event("fire.skipped", {**self._fire_payload(s, s.schedule_id, old, job.due_at),
-                                         "reason": "overlap", "asset_id": job.asset_id, "detail": reason}, now)
+            self.events.emit(events.replaced_skipped(s, job, reason), now)
         self.log(f"{s.schedule_id} {old}: cancelling, {reason}")
 
     # -- launching ------------------------------------------------------------------------------
+    def _template(self, s: Optional[Schedule], asset_id: str) -> Optional[TrainingJob]:
+        return next((j for j in s.jobs if j.asset_spec.asset_id == asset_id), None) if s else None
+
     def _start_pending(self, now: float) -> None:
-        for job in self.store.jobs("j.state='pending'"):
+        for job in self.store.pending_jobs():
             s = self.schedules.get(job.schedule_id)
             if s is None:
                 continue  # another runner's schedule
-            template = next((j for j in s.jobs if j.asset_spec.asset_id == job.asset_id), None)
+            template = self._template(s, job.asset_id)
             if template is None:
                 continue
             with self.store.transaction():
@@ -310,12 +278,8 @@ class Runner:
                     return
                 if not self.store.start_job(job.key, self.runner_id, now):
                     continue
-                resumed = {"resume_of": job.resume_run_id, "attempt": job.attempt} if job.resume_run_id else {}
-                self._event("fire.started", {**self._fire_payload(s, s.schedule_id, job.scheduled_minute, job.due_at),
-                                             "asset_id": job.asset_id, "job_id": self._job(s, job, template).job_id,
-                                             "algorithm": template.rl_config.algorithm,
-                                             "mode": template.rl_config.training_mode,
-                                             "max_steps": template.rl_config.max_steps, **resumed}, now)
+                self.events.emit(events.started(s, job, self._job(s, job, template).job_id, template.rl_config),
+                                 now)
             if job.resume_run_id:
                 self.log(f"{s.schedule_id} {job.scheduled_minute}: resuming {job.asset_id}, training run "
                          f"{job.resume_run_id} (resume {job.attempt} of at most {s.max_resumes})")
@@ -330,13 +294,16 @@ class Runner:
     def _launch(self, s: Schedule, job: JobRecord, template: TrainingJob) -> None:
         cancel = asyncio.Event()
         self.cancels[job.key] = cancel
-        self.tasks[job.key] = asyncio.get_running_loop().create_task(self._run_job(s, job, template, cancel))
+        held = self.prestarted.pop(job.key, (None, 0.0))[0]
+        self.tasks[job.key] = asyncio.get_running_loop().create_task(self._run_job(s, job, template, cancel, held))
 
-    async def _run_job(self, s: Schedule, job: JobRecord, template: TrainingJob, cancel: asyncio.Event) -> None:
+    async def _run_job(self, s: Schedule, job: JobRecord, template: TrainingJob, cancel: asyncio.Event,
+                       held: Any = None) -> None:
         concrete = self._job(s, job, template)
         try:
+            extra = {"prestarted": held} if held is not None else {}
             result = await self.launcher.run(concrete, s.schedule_id, job.scheduled_minute,
-                                             lambda pid, start: self._set_pid(job.key, pid, start), cancel)
+                                             lambda pid, start: self._set_pid(job.key, pid, start), cancel, **extra)
         except Exception as exc:  # a launch problem fails this job, never the runner
             result = TrainingJobResult(concrete.job_id, "FAILED", job.asset_id, error=f"launch failed: {exc}")
             self.log(f"error: {concrete.job_id}: launch failed: {exc}")
@@ -350,29 +317,66 @@ class Runner:
         with self.store.transaction():
             self.store.set_pid(key, pid, start)
 
+    # -- starting ahead of the minute -------------------------------------------------------------
+    @property
+    def _lead(self) -> float:
+        return self.settings.prestart_seconds if hasattr(self.launcher, "prestart") else 0.0
+
+    async def _prestart(self, now: float) -> None:
+        """Start the processes of fires due within the lead, as many as the concurrency cap leaves room for.
+        Nothing is claimed: at the minute the claims database decides, and a process whose job does not start
+        then is released before it creates any run."""
+        if self._lead <= 0:
+            return
+        soon = policy.to_prestart(policy.next_of_each(list(self.schedules.values()), self.clock()), now, self._lead)
+        for s, f in soon:
+            if self.store.fire(s.schedule_id, f.scheduled_minute) is not None or \
+                    policy.on_overlap(s.overlap, self.store.active_fires(s.schedule_id)) == "skip":
+                continue
+            for template in s.jobs:
+                key = (s.schedule_id, f.scheduled_minute, template.asset_spec.asset_id)
+                if key in self.prestarted:
+                    continue
+                if self.store.running_count() + len(self.prestarted) >= self.settings.max_concurrent_jobs:
+                    return
+                job = fire_job(template, s.schedule_id, f.scheduled_minute, s.cron.zone_name)
+                try:
+                    held = await self.launcher.prestart(job, s.schedule_id, f.scheduled_minute)
+                except Exception as exc:  # noqa: BLE001 (it will start at the minute instead)
+                    self.log(f"warning: {job.job_id}: could not start ahead of its minute: {exc}")
+                    continue
+                if held is not None:
+                    self.prestarted[key] = (held, f.due_at.timestamp())
+                    self.log(f"{s.schedule_id} {f.scheduled_minute}: {key[2]} getting ready "
+                             f"(due in {humanize(f.due_at.timestamp() - now)})")
+
+    def _release_prestarted(self, now: float, why: str = "its fire did not start it here") -> None:
+        """Release the processes started ahead of a fire that is due now (or of every fire, when stopping) and
+        did not start them: their fire was claimed elsewhere, skipped, or is waiting for a free slot."""
+        for key, (held, due_at) in list(self.prestarted.items()):
+            if due_at <= now or self.stopping.is_set():
+                del self.prestarted[key]
+                self.log(f"{key[0]} {key[1]}: {key[2]} released before creating any run "
+                         f"({'runner stopping' if self.stopping.is_set() else why})")
+                task = asyncio.get_running_loop().create_task(self.launcher.release(held, why))
+                self._releases.add(task)
+                task.add_done_callback(self._releases.discard)
+
+    # -- ending ---------------------------------------------------------------------------------
     def _finish(self, s: Optional[Schedule], job: JobRecord, result: TrainingJobResult, why: Optional[str]) -> None:
         if result.error:  # a launcher error can quote the tracking URI whole (MLflow's errors do)
             result = replace(result, error=redact_uri(result.error))
         why = redact_uri(why) if why else why
         now = self.now()
-        state = STATES.get(result.status, "failed")
+        state = policy.end_state(result.status)
         current = self.store.job(job.key)
         cancel_reason = current.cancel_reason
         if state != "succeeded" and self._resume_later(s, current, result, why or cancel_reason or result.error, now):
             return
+        reason = why or cancel_reason or (result.error if state != "succeeded" else None)
         with self.store.transaction():
             self.store.finish_job(job.key, state, asdict(result), now)
-            payload = {**self._fire_payload(s, job.schedule_id, job.scheduled_minute, job.due_at),
-                       "asset_id": job.asset_id, "status": result.status, "job_id": result.job_id,
-                       "run_id": result.run_id, "run_ids": result.run_ids, "onnx_uri": result.onnx_uri,
-                       "training_metrics": result.training_metrics, "eval_metrics": result.eval_metrics,
-                       "registry": result.registry, "error": result.error,
-                       "started_at": iso(current.started_at) if current.started_at else None, "finished_at": iso(now),
-                       "resumes": current.attempt}
-            reason = why or cancel_reason or (result.error if state != "succeeded" else None)
-            if reason:
-                payload["reason"] = reason
-            self._event("fire.succeeded" if state == "succeeded" else "fire.failed", payload, now)
+            self.events.emit(events.ended(s, current, result, state == "succeeded", reason, now), now)
         self.log(f"{job.schedule_id} {job.scheduled_minute}: {job.asset_id} {result.status}"
                  + (f" run {result.run_id}" if result.run_id else "") + (f" ({reason})" if reason else ""))
         self.delivery.wake.set()
@@ -381,27 +385,23 @@ class Runner:
                       now: float) -> bool:
         """The schedule's resume policy: an interrupted job goes back to pending, to continue its own training
         run from its last checkpoint (here, or in the next runner on this file if this one is stopping)."""
-        if s is None or not s.resume_interrupted or job.state != "started":
+        if s is None:
             return False
-        if job.cancel_reason and not job.cancel_reason.startswith(STOPPING):
-            return False  # cancelled on purpose (overlap policy replace): that is a decision, not an interruption
         where = f"{job.schedule_id} {job.scheduled_minute}: {job.asset_id}"
-        if job.attempt >= s.max_resumes:
-            self.log(f"{where} not resumed: already resumed {job.attempt} time(s), the schedule's maximum")
-            return False
-        run_id, why_not = self.launcher.resume_point(job, result)
+        why_not = policy.why_not_resumed(s.resume_interrupted, job.state, job.cancel_reason, job.attempt,
+                                         s.max_resumes)
+        if why_not is None:
+            run_id, why_not = self.launcher.resume_point(job, result)
+        else:
+            run_id = None
         if run_id is None:
-            self.log(f"{where} not resumed: {why_not}")
+            if why_not:
+                self.log(f"{where} not resumed: {why_not}")
             return False
         with self.store.transaction():
             if not self.store.requeue_to_resume(job.key, run_id, asdict(result)):
                 return False
-            self._event("fire.interrupted", {
-                **self._fire_payload(s, job.schedule_id, job.scheduled_minute, job.due_at),
-                "asset_id": job.asset_id, "status": result.status, "run_id": result.run_id, "run_ids": result.run_ids,
-                "reason": reason, "resume_run_id": run_id, "attempt": job.attempt + 1, "max_attempts": s.max_resumes,
-                "detail": f"will continue training run {run_id} from its last checkpoint"
-                          + (" when a runner next starts" if self.stopping.is_set() else "")}, now)
+            self.events.emit(events.interrupted(s, job, result, reason, run_id, later=self.stopping.is_set()), now)
         self.log(f"{where} interrupted ({reason}); will continue training run {run_id} from its last checkpoint "
                  f"(resume {job.attempt + 1} of at most {s.max_resumes})")
         self._wake.set()
@@ -409,8 +409,7 @@ class Runner:
         return True
 
     def _apply_cancel_requests(self) -> None:
-        for job in self.store.jobs("j.state='started' AND j.owner=? AND j.cancel_reason IS NOT NULL",
-                                   (self.runner_id,)):
+        for job in self.store.cancel_requested(self.runner_id):
             ev = self.cancels.get(job.key)
             if ev is not None and not ev.is_set():
                 ev.set()
@@ -420,10 +419,9 @@ class Runner:
         dead = {r.runner_id for r in self.store.runners() if r.runner_id != self.runner_id and self._is_dead(r, now)}
         if not dead:
             return
-        marks = ",".join("?" * len(dead))
-        for job in self.store.jobs(f"j.state='started' AND j.owner IN ({marks})", tuple(dead)):
+        for job in self.store.started_by(dead):
             s = self.schedules.get(job.schedule_id)
-            template = next((j for j in s.jobs if j.asset_spec.asset_id == job.asset_id), None) if s else None
+            template = self._template(s, job.asset_id)
             concrete = (self._job(s, job, template) if s and template else
                         TrainingJob(f"{job.schedule_id}-{job.asset_id}", UnityAssetSpec(job.asset_id, job.asset_id),
                                     RLTrainingConfig()))
@@ -436,23 +434,18 @@ class Runner:
             self._finish(s, job, result, why)
         # Fires a dead runner claimed but never launched: launch now if still on time (per misfire policy).
         # (A job pending to resume an interrupted training is owed its continuation, however late.)
-        for job in self.store.jobs(f"j.state='pending' AND j.resume_run_id IS NULL AND f.claimed_by IN ({marks})",
-                                   tuple(dead)):
+        for job in self.store.claimed_unlaunched(dead):
             s = self.schedules.get(job.schedule_id)
             if s is None:
                 continue
             late = now - job.due_at
-            if late <= ON_TIME_SECONDS or (s.misfire == "run_once" and late <= s.misfire_grace_seconds):
+            if policy.still_launchable(late, s.misfire, s.misfire_grace_seconds):
                 continue
             with self.store.transaction():
                 if self.store.job(job.key).state != "pending":
                     continue
                 self.store.finish_job(job.key, "skipped", None, now)
-                self._event("fire.skipped", {**self._fire_payload(s, s.schedule_id, job.scheduled_minute, job.due_at),
-                                             "reason": "misfire", "asset_id": job.asset_id, "missed": 1,
-                                             "detail": f"claimed by {job.claimed_by}, which stopped before launching "
-                                                       f"it; {humanize(late)} late (misfire policy {s.misfire!r})"},
-                            now)
+                self.events.emit(events.unlaunched_skipped(s, job, late), now)
             self.log(f"{s.schedule_id} {job.scheduled_minute}: {job.asset_id} skipped, its runner stopped before "
                      f"launching it and it is {humanize(late)} late")
 
@@ -477,17 +470,14 @@ class Runner:
     def _cancel_all(self, reason: str) -> None:
         with self.store.transaction():
             for key in list(self.cancels):
-                self.store.db.execute("UPDATE jobs SET cancel_reason=COALESCE(cancel_reason, ?) WHERE schedule_id=? "
-                                      "AND scheduled_minute=? AND asset_id=?", (reason, *key))
+                self.store.request_cancel_job(key, reason)
         for ev in self.cancels.values():
             ev.set()
 
     def _seconds_to_next(self) -> float:
         nxt = self.next_fires(1)
-        wait = self.settings.heartbeat_seconds
-        if nxt:
-            wait = min(wait, nxt[0][1].due_at.timestamp() - self.now())
-        return max(0.05, wait)
+        return policy.wake_in(self.now(), nxt[0][1].due_at.timestamp() if nxt else None,
+                              self.settings.heartbeat_seconds, self._lead)
 
     async def run_forever(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -531,9 +521,12 @@ class Runner:
                                                            if left else ""))
 
     async def _shutdown(self) -> None:
+        self._release_prestarted(self.now())
         if self.settings.on_stop == "cancel" and self.tasks:
             self._cancel_all(f"{STOPPING} (on_stop=cancel)")
         while self.tasks:
             await asyncio.wait(list(self.tasks.values()), timeout=self.settings.heartbeat_seconds)
             with self.store.transaction():  # still alive: nobody may take these jobs over
                 self.store.heartbeat(self.runner_id, self.now())
+        if self._releases:
+            await asyncio.gather(*self._releases, return_exceptions=True)

@@ -29,7 +29,7 @@ from pipeline.redaction import is_credential_name, redact_uri
 from pipeline.scheduling.claims import ClaimStore
 
 EVENTS = ("fire.started", "fire.succeeded", "fire.failed", "fire.skipped", "fire.interrupted",
-          "schedule.failed")  # a schedule that failed at run time and was disabled (runner.py)
+          "schedule.failed")  # payloads: events.py, the one place they are built
 SIGNATURE_HEADER = "X-Mlops-Signature"
 TIMESTAMP_HEADER = "X-Mlops-Timestamp"
 DELIVERY_HEADER = "X-Mlops-Delivery"
@@ -99,8 +99,7 @@ def enqueue(store: ClaimStore, event: str, payload: dict[str, Any], now: float) 
     # tracking URI's password; the body is stored in the outbox and sent to a third party.
     body = redact_uri(json.dumps({"event": event, "delivery_id": delivery_id, "created_at": now, **payload},
                                  sort_keys=True, default=str)).encode()
-    store.db.execute("INSERT INTO outbox (delivery_id, event, body, created_at, next_attempt_at) "
-                     "VALUES (?, ?, ?, ?, ?)", (delivery_id, event, body, now, now))
+    store.add_event(delivery_id, event, body, now)
     return delivery_id
 
 
@@ -150,33 +149,20 @@ class WebhookDelivery:
         return delay * (1 + random.random() / 4)  # jitter: many runners' retries do not align
 
     def _take(self, now: float) -> Optional[Delivery]:
-        with self.store.transaction() as db:
-            row = db.execute("SELECT delivery_id, event, body, attempts FROM outbox WHERE delivered_at IS NULL AND "
-                             "gave_up_at IS NULL AND next_attempt_at <= ? AND (lease_until IS NULL OR lease_until < ?) "
-                             "ORDER BY created_at LIMIT 1", (now, now)).fetchone()
-            if row is None:
-                return None
-            # Leased so a second runner on the same file does not send it at the same time.
-            db.execute("UPDATE outbox SET lease_until=? WHERE delivery_id=?", (now + self.timeout + 30, row[0]))
-        return Delivery(row[0], row[1], bytes(row[2]), row[3])
+        row = self.store.take_event(now, lease_seconds=self.timeout + 30)
+        return None if row is None else Delivery(*row)
 
     def _record(self, d: Delivery, error: Optional[str], now: float) -> None:
-        with self.store.transaction() as db:
-            if error is None:
-                db.execute("UPDATE outbox SET delivered_at=?, attempts=?, lease_until=NULL, last_error=NULL "
-                           "WHERE delivery_id=?", (now, d.attempts + 1, d.delivery_id))
-                return
-            attempts = d.attempts + 1
-            if attempts >= self.max_attempts:
-                db.execute("UPDATE outbox SET gave_up_at=?, attempts=?, lease_until=NULL, last_error=? "
-                           "WHERE delivery_id=?", (now, attempts, error, d.delivery_id))
-                self.log(f"webhook: gave up on {d.event} {d.delivery_id} after {attempts} attempts: {error}")
-            else:
-                retry = now + self.backoff(attempts)
-                db.execute("UPDATE outbox SET next_attempt_at=?, attempts=?, lease_until=NULL, last_error=? "
-                           "WHERE delivery_id=?", (retry, attempts, error, d.delivery_id))
-                self.log(f"webhook: {d.event} {d.delivery_id} failed ({error}); retry {attempts} "
-                         f"in {retry - now:.0f}s")
+        attempts = d.attempts + 1
+        if error is None:
+            self.store.event_delivered(d.delivery_id, attempts, now)
+        elif attempts >= self.max_attempts:
+            self.store.event_failed(d.delivery_id, attempts, error, None, now)
+            self.log(f"webhook: gave up on {d.event} {d.delivery_id} after {attempts} attempts: {error}")
+        else:
+            retry = now + self.backoff(attempts)
+            self.store.event_failed(d.delivery_id, attempts, error, retry, now)
+            self.log(f"webhook: {d.event} {d.delivery_id} failed ({error}); retry {attempts} in {retry - now:.0f}s")
 
     async def deliver_due(self) -> int:
         """Send every event that is due now; returns how many were delivered."""
@@ -199,9 +185,8 @@ class WebhookDelivery:
                 return sent  # the receiver is struggling: back off instead of hammering it
 
     def next_due_in(self) -> Optional[float]:
-        row = self.store.db.execute("SELECT MIN(MAX(next_attempt_at, COALESCE(lease_until, 0))) FROM outbox "
-                                    "WHERE delivered_at IS NULL AND gave_up_at IS NULL").fetchone()
-        return None if row[0] is None else max(0.5, row[0] - self.clock())
+        at = self.store.next_event_at()
+        return None if at is None else max(0.5, at - self.clock())
 
     async def run(self, stopping: asyncio.Event) -> None:
         while not stopping.is_set():
@@ -217,5 +202,4 @@ class WebhookDelivery:
                 pass
 
     def pending(self) -> int:
-        return self.store.db.execute("SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL AND "
-                                     "gave_up_at IS NULL").fetchone()[0]
+        return self.store.undelivered_events()

@@ -94,7 +94,12 @@ def train(plan: RunPlan, build_run_id: str | None = None,
 
             dataset = offline_training.dataset_for(plan)
             offline_training.log_dataset(dataset)
-            outcome = offline_training.train(plan, results_root, run_id, dataset)
+            if plan.mode == "offline":
+                outcome = offline_training.train(plan, results_root, run_id, dataset)
+            else:  # hybrid: pretrain and finetune child runs of this one
+                from pipeline.stages import hybrid
+
+                outcome = hybrid.train(plan, results_root, run_id, dataset)
 
         _log_outputs(plan, run_id, outcome)
         metrics = mlflow.MlflowClient().get_run(run_id).data.metrics
