@@ -55,7 +55,9 @@ def job_request(job: TrainingJob, env: UnityEnvironment) -> LaunchRequest:
         values["mode.dataset_path"] = rl.offline_dataset_path
     # Person-written overrides (the job's own, then a site's, e.g. a smaller budget in CI) win over fields.
     overrides = list(rl.overrides) + shlex.split(os.environ.get("MLOPS_PIPELINE_OVERRIDES", ""))
-    groups = {"asset": env.asset_group, "algorithm": str(rl.algorithm).lower(), "mode": str(rl.training_mode)}
+    groups = {"asset": env.asset_group, "mode": str(rl.training_mode)}
+    if rl.algorithm is not None:  # None: the asset's own default (conf/asset/<asset>.yaml)
+        groups["algorithm"] = rl.algorithm.lower()
     groups, values = yield_to_overrides(groups, values, overrides)
     return LaunchRequest(groups=groups, values=values, overrides=overrides)
 

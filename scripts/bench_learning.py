@@ -82,10 +82,12 @@ def run_cell(asset: str, algorithm: str, seed: int, extra: list[str], episodes: 
         cmd = [sys.executable, "-m", "pipeline.run", f"asset={asset}", f"algorithm={algorithm}", f"seed={seed}",
                f"results_dir={tmp}/results", f"evaluation.episodes={episodes}", *extra]
         log = Path(tmp) / "run.log"
+        load_before = os.getloadavg()[0]  # the box is shared: wall time means little without the load it met
         start = time.monotonic()
         with log.open("w") as out:
             code = subprocess.call(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
         elapsed = time.monotonic() - start
+        load_after = os.getloadavg()[0]
         if code != 0:
             raise RuntimeError(f"{' '.join(cmd[2:])} exited {code}: {log.read_text()[-600:]}")
         client = mlflow.MlflowClient(uri)
@@ -99,7 +101,9 @@ def run_cell(asset: str, algorithm: str, seed: int, extra: list[str], episodes: 
         m = ev.data.metrics
         return {"success": m["eval/success_rate"], "reward": m["eval/mean_reward"], "seconds": seconds,
                 "steps": steps, "heuristic": m.get("baseline/heuristic/success_rate"),
-                "random": m.get("baseline/random/success_rate"), "wall": elapsed}
+                "random": m.get("baseline/random/success_rate"), "wall": elapsed,
+                "load": {"start": round(load_before, 1), "end": round(load_after, 1),
+                         "end_5min": round(os.getloadavg()[1], 1)}}
 
 
 def add(cell: Cell, r: dict) -> None:

@@ -236,6 +236,84 @@ def test_asset_configs_declare_what_the_simulations_are():
                               "simulation 'nav': continuous, size 2")
 
 
+@pytest.mark.parametrize("overrides, algorithm, budget", [
+    (["asset=push"], "poca", 300_000),                       # push's own default: PPO never learns it
+    (["algorithm=ppo", "asset=push"], "ppo", 300_000),       # yours wins, in either order,
+    (["asset=push", "algorithm=ppo"], "ppo", 300_000),
+    (["asset=push", "algorithm=sac"], "sac", 300_000),       # with that pair's tuning (conf/tuning/push_sac.yaml)
+    ([], "ppo", 150_000),                                    # the other assets keep the global default
+    (["asset=nav"], "ppo", 150_000),
+    (["asset=patrol"], "ppo", 800_000),
+    (["asset=forage"], "ppo", 150_000),
+    (["asset=nav", "algorithm=poca"], "poca", 150_000),
+])
+def test_an_asset_chooses_its_default_algorithm_and_an_explicit_one_wins(overrides, algorithm, budget):
+    plan = compose_plan(overrides)
+    assert plan.algorithm == algorithm
+    assert plan.max_steps == budget  # the tuning file of the pair actually chosen
+
+
+def test_the_asset_default_algorithm_reaches_every_launch_path():
+    from mlops_unity_pipeline.jobs import UnityEnvironment, job_request
+    from pipeline.cli import parser, request_from
+    from pipeline.launch.inprocess import plan_for
+    from pipeline.launch.job_specs import RLTrainingConfig, TrainingJob, UnityAssetSpec
+
+    def cli(*argv):  # `mlflow run . -P asset=push` runs `python -m pipeline.cli main --asset push --algorithm ""`
+        return plan_for(request_from(parser().parse_args(["main", *argv]))).algorithm
+
+    assert cli("--asset", "push", "--algorithm", "") == "poca"
+    assert cli("--asset", "push") == "poca"
+    assert cli("--asset", "push", "--algorithm", "ppo") == "ppo"
+    assert cli("--asset", "push", "--overrides", "algorithm=sac") == "sac"
+    assert cli("--asset", "nav") == "ppo"
+
+    def guide(**rl):
+        spec = UnityAssetSpec(asset_id="push-001", name="PushBlockTeam")
+        job = TrainingJob(job_id="j", asset_spec=spec, rl_config=RLTrainingConfig(**rl))
+        return plan_for(job_request(job, UnityEnvironment(asset_group="push"))).algorithm
+
+    assert guide() == "poca"
+    assert guide(algorithm="PPO") == "ppo"
+
+
+def _summaries(**dists):
+    from mlagents.trainers.stats import StatsAggregationMethod, StatsSummary
+
+    names = {"own": "Environment/Cumulative Reward", "group": "Environment/Group Cumulative Reward",
+             "success": "Environment/Success Rate"}
+    return {names[k]: StatsSummary(v, StatsAggregationMethod.AVERAGE) for k, v in dists.items()}
+
+
+def test_progress_line_shows_the_group_reward_and_group_success_of_a_group():
+    import io
+
+    from pipeline.tracking.stats_writer import ProgressWriter
+
+    out = io.StringIO()  # POCA on push: own rewards are all 0, the group's return is what moves
+    ProgressWriter(1000, out, group=True).write_stats(
+        "PushBlockTeam", _summaries(own=[0.0, 0.0], group=[1.5, 2.5], success=[1.0, 0.0]), 100)
+    line = out.getvalue()
+    assert "group reward   2.000 ± 0.500" in line and "group success 50.0%" in line
+    assert "own reward" not in line and "mean reward" not in line
+
+    out = io.StringIO()  # a trainer that reports a group reward marks a group on its own (a Unity build)
+    ProgressWriter(1000, out).write_stats("PushBlockTeam", _summaries(group=[1.0], success=[1.0]), 100)
+    assert "group reward" in out.getvalue() and "group success 100.0%" in out.getvalue()
+
+    out = io.StringIO()  # PPO on push never sees the group reward: say so once, and label its reward as own
+    writer = ProgressWriter(1000, out, group=True)
+    for step in (100, 200):
+        writer.write_stats("PushBlockTeam", _summaries(own=[0.0], success=[0.0]), step)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 3 and "only MA-POCA (algorithm=poca) reads group rewards" in lines[0]
+    assert "own reward   0.000" in lines[1] and "group success  0.0%" in lines[2]
+
+    out = io.StringIO()  # single agents: as before
+    ProgressWriter(1000, out).write_stats("NavigationAgent", _summaries(own=[1.0, 3.0], success=[1.0]), 100)
+    assert "mean reward   2.000 ± 1.000" in out.getvalue() and "| success 100.0%" in out.getvalue()
+
+
 # --- over gRPC, through the simulated Unity player ------------------------------------------------
 @pytest.mark.parametrize("name", ["push", "forage"])
 def test_groups_and_masks_survive_the_wire(name, tmp_path):

@@ -141,7 +141,7 @@ def _action_space(owner: str, space: Any) -> dict[str, Any]:
 
 @dataclass
 class RLTrainingConfig:
-    algorithm: str = "PPO"
+    algorithm: str | None = None  # None: the asset's default (conf/asset/<asset>.yaml; MA-POCA for push, else PPO)
     max_steps: int = 500_000
     num_envs: int = 2
     time_scale: float = 20.0
@@ -153,7 +153,8 @@ class RLTrainingConfig:
     def __post_init__(self) -> None:
         owner = "RLTrainingConfig"
         known = _algorithm_names()
-        if not isinstance(self.algorithm, str) or (self.algorithm not in ALGORITHMS and self.algorithm not in known):
+        if self.algorithm is not None and (not isinstance(self.algorithm, str) or (
+                self.algorithm not in ALGORITHMS and self.algorithm not in known)):
             raise ValueError(f"{owner}.algorithm must be one of {', '.join(ALGORITHMS)} (or lowercase: "
                              f"{', '.join(known)}); got {self.algorithm!r}")
         self.max_steps = whole_number(owner, "max_steps", self.max_steps, 1, example="max_steps=100_000")

@@ -15,6 +15,7 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 STEPS_PER_SECOND = "Environment/Steps per Second"
+GROUP_REWARD = "Environment/Group Cumulative Reward"  # ML-Agents' POCA trainer records it per group episode
 HIDDEN = {"Is Training", "Step"}  # bookkeeping ML-Agents' TensorBoard writer hides too
 
 
@@ -67,29 +68,52 @@ class MLflowStatsWriter(StatsWriter):
 
 
 class ProgressWriter(StatsWriter):
-    """One console line per summary: step / max_steps, mean reward, success, steps/s, time left."""
+    """One console line per summary: step / max_steps, mean reward, success, steps/s, time left.
 
-    def __init__(self, max_steps: int, stream=None):
+    group: the behaviour's agents act as a MultiAgentGroup (push). Their own rewards are then 0 and what counts
+    is the group's: the line shows ML-Agents' "Environment/Group Cumulative Reward" (recorded by MA-POCA, the
+    trainer that reads group rewards) and calls the success rate the group's. A trainer that reports a group
+    reward marks the behaviour as a group even when `group` was not given (e.g. on a Unity build)."""
+
+    def __init__(self, max_steps: int, stream=None, group: bool = False):
         self.max_steps = max_steps
         self.stream = stream or sys.stdout
+        self.group = group
         self._start = time.monotonic()
+        self._warned = False
 
     def write_stats(self, category: str, values: dict[str, StatsSummary], step: int) -> None:
         # Averaged since the start: per-period rates swing with PPO's update pauses.
         elapsed = time.monotonic() - self._start
         rate = step / elapsed if elapsed > 0 and step > 0 else None
         parts = [f"[{category}] step {step:,}/{self.max_steps:,} ({100 * step / self.max_steps:3.0f}%)"]
-        reward = values.get("Environment/Cumulative Reward")
-        if reward is not None and reward.num:
-            parts.append(f"mean reward {reward.mean:7.3f} ± {reward.std:.3f}")
-        success = values.get("Environment/Success Rate")
-        if success is not None and success.num:
-            parts.append(f"success {success.mean:5.1%}")
+        reward = _present(values, "Environment/Cumulative Reward")
+        group_reward = _present(values, GROUP_REWARD)
+        group = self.group or group_reward is not None
+        if group_reward is not None:
+            parts.append(f"group reward {group_reward.mean:7.3f} ± {group_reward.std:.3f}")
+            if reward is not None and (reward.mean or reward.std):  # agents' own rewards, when the task has any
+                parts.append(f"own reward {reward.mean:7.3f}")
+        elif reward is not None:
+            parts.append(f"{'own' if group else 'mean'} reward {reward.mean:7.3f} ± {reward.std:.3f}")
+            if group and not self._warned:
+                self._warned = True
+                print(f"[{category}] note: this behaviour is rewarded as a group; only MA-POCA (algorithm=poca) "
+                      f"reads group rewards, so this trainer learns from the agents' own rewards alone",
+                      file=self.stream, flush=True)
+        success = _present(values, "Environment/Success Rate")
+        if success is not None:
+            parts.append(f"{'group success' if group else 'success'} {success.mean:5.1%}")
         if rate:
             left = max(self.max_steps - step, 0) / rate
             parts.append(f"{rate:,.0f} steps/s")
             parts.append(f"{int(left // 60)}m{int(left % 60):02d}s left")
         print(" | ".join(parts), file=self.stream, flush=True)
+
+
+def _present(values: dict[str, StatsSummary], key: str) -> StatsSummary | None:
+    summary = values.get(key)
+    return summary if summary is not None and summary.num else None
 
 
 def write_pending_summaries(writers: list[StatsWriter] | None = None) -> None:
