@@ -203,6 +203,62 @@ def test_a_seeded_poca_training_with_agent_groups_is_the_same_with_and_without_t
     assert upstream["weights"] == ours["weights"]
 
 
+def test_a_simulation_steps_in_the_trainer_process_unless_the_fast_paths_are_off(tmp_path, monkeypatch):
+    """The workers' areas become one in-process environment (same agents); MLOPS_MLAGENTS_FAST=0 keeps ML-Agents'
+    SubprocessEnvManager workers, as upstream."""
+    from mlagents.plugins.trainer_type import register_trainer_plugins
+    from mlagents.trainers.settings import RunOptions
+    from mlagents.trainers.subprocess_env_manager import SubprocessEnvManager
+
+    from pipeline.config.compose import compose_plan
+    from pipeline.mlagents_patches.in_process_env import InProcessEnvManager
+    from pipeline.training import env_factory
+    from tests.support.training import TINY
+
+    plan = compose_plan([*TINY, "env.num_envs=3", "env.num_areas=4", "seed=5"])
+    register_trainer_plugins()
+    options = RunOptions.from_dict({**plan.trainer_config(), "env_settings": {"num_envs": 1}})
+    monkeypatch.delenv(FAST_ENV, raising=False)
+    manager = env_factory.env_manager(plan, options, tmp_path)
+    assert type(manager) is InProcessEnvManager
+    assert (manager.env.num_areas, manager.env.seed, manager.env.behavior_name) == (12, 5, "NavigationAgent")
+    manager.close()
+    monkeypatch.setenv(FAST_ENV, "0")
+    upstream = env_factory.env_manager(plan, options, tmp_path)
+    try:
+        assert type(upstream) is SubprocessEnvManager and len(upstream.env_workers) == 3
+    finally:
+        upstream.close()
+
+
+def test_an_in_process_training_reports_the_simulations_stats_and_starts_no_worker(tmp_path, monkeypatch):
+    """ML-Agents' SimpleEnvManager drops environment stats; ours delivers them as a worker does (success rate)."""
+    import multiprocessing
+
+    from mlagents.trainers.stats import StatsWriter
+
+    from pipeline.config.compose import compose_plan
+    from pipeline.training import mlagents_trainer
+    from tests.support.training import TINY
+
+    seen: dict = {}
+
+    class Recorder(StatsWriter):
+        def write_stats(self, category, values, step):
+            seen.setdefault("children", set()).update(p.name for p in multiprocessing.active_children())
+            for name, summary in values.items():
+                seen.setdefault(name, []).append((step, summary.num))
+
+    monkeypatch.delenv(FAST_ENV, raising=False)
+    outcome = mlagents_trainer.train(compose_plan([*TINY, "env.num_envs=2", "env.num_areas=4"]), tmp_path, "inproc",
+                                     writers=[Recorder()])
+    assert outcome.steps >= 3000 and not outcome.interrupted and outcome.onnx_path.exists()
+    assert seen["children"] == set()  # no environment worker process
+    # every finished episode's success (the first summary may come before any episode ends)
+    assert sum(n for _, n in seen["Environment/Success Rate"]) == sum(n for _, n in seen["Environment/Episode Length"])
+    assert seen["Environment/Success Rate"][-1][0] == 3000
+
+
 def free_port() -> int:
     import socket
 
