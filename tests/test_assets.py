@@ -277,6 +277,16 @@ def test_the_asset_default_algorithm_reaches_every_launch_path():
     assert guide(algorithm="PPO") == "ppo"
 
 
+def test_a_schedule_without_an_algorithm_trains_each_asset_with_its_default(tmp_path):
+    from pipeline.scheduling.settings import build_schedule, load_config
+
+    (tmp_path / "team.yaml").write_text('cron: "0 2 * * *"\nassets: [push, nav]\n')
+    jobs = {j.asset_spec.name: j.rl_config.algorithm for j in build_schedule(load_config("team", [], tmp_path)).jobs}
+    assert jobs == {"PushBlockTeam": "poca", "NavigationAgent": "ppo"}
+    jobs = build_schedule(load_config("team", ["algorithm=sac"], tmp_path)).jobs
+    assert [j.rl_config.algorithm for j in jobs] == ["sac", "sac"]
+
+
 def _summaries(**dists):
     from mlagents.trainers.stats import StatsAggregationMethod, StatsSummary
 

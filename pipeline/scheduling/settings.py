@@ -50,7 +50,7 @@ class ScheduleConfig:
     time_zone: str = "UTC"  # IANA name; cron fields are wall-clock time there
     enabled: bool = True
     assets: list[str] = field(default_factory=lambda: ["nav"])  # conf/asset groups, one run each
-    algorithm: str = "ppo"  # conf/algorithm group
+    algorithm: str | None = None  # conf/algorithm group; null: each asset's default (MA-POCA for push, else PPO)
     mode: str = "online"  # conf/mode group
     max_steps: int | None = None  # null: the algorithm's own
     seed: int = 0
@@ -87,18 +87,20 @@ def load_config(name: str, overrides: Sequence[str] = (), directory: Path = SCHE
 
 
 def job_for(cfg: ScheduleConfig, asset: str) -> TrainingJob:
-    base = [f"asset={asset}", f"algorithm={cfg.algorithm}", f"mode={cfg.mode}", f"seed={cfg.seed}"]
+    base = [f"asset={asset}", *([f"algorithm={cfg.algorithm}"] if cfg.algorithm else []), f"mode={cfg.mode}",
+            f"seed={cfg.seed}"]
     if cfg.max_steps is not None:
         base.append(f"max_steps={cfg.max_steps}")
     try:
         plan = compose_plan(base + list(cfg.overrides))
     except ConfigError as exc:
         raise ConfigError(f"schedule {cfg.schedule_id!r}, asset {asset!r}: {exc}") from None
-    a = plan.cfg["asset"]
-    spec = UnityAssetSpec(asset_id=plan.asset_id, name=plan.behavior_name, asset_type=a["asset_type"],
-                          description=a["description"])
-    rl = RLTrainingConfig(algorithm=cfg.algorithm, max_steps=plan.max_steps, num_envs=plan.cfg["env"]["num_envs"],
-                          time_scale=plan.cfg["env"]["time_scale"], training_mode=cfg.mode, seed=cfg.seed,
+    a = plan.config.asset
+    spec = UnityAssetSpec(asset_id=plan.asset_id, name=plan.behavior_name, asset_type=a.asset_type,
+                          description=a.description)
+    rl = RLTrainingConfig(algorithm=cfg.algorithm or plan.algorithm, max_steps=plan.max_steps,
+                          num_envs=plan.config.env.num_envs, time_scale=plan.config.env.time_scale,
+                          training_mode=cfg.mode, seed=cfg.seed,
                           overrides=list(cfg.overrides))
     return TrainingJob(job_id=f"{cfg.schedule_id}-{plan.asset_id}", asset_spec=spec, rl_config=rl)
 
