@@ -291,7 +291,7 @@ def _summaries(**dists):
     from mlagents.trainers.stats import StatsAggregationMethod, StatsSummary
 
     names = {"own": "Environment/Cumulative Reward", "group": "Environment/Group Cumulative Reward",
-             "success": "Environment/Success Rate"}
+             "extrinsic": "Policy/Extrinsic Reward", "success": "Environment/Success Rate"}
     return {names[k]: StatsSummary(v, StatsAggregationMethod.AVERAGE) for k, v in dists.items()}
 
 
@@ -311,13 +311,12 @@ def test_progress_line_shows_the_group_reward_and_group_success_of_a_group():
     ProgressWriter(1000, out).write_stats("PushBlockTeam", _summaries(group=[1.0], success=[1.0]), 100)
     assert "group reward" in out.getvalue() and "group success 100.0%" in out.getvalue()
 
-    out = io.StringIO()  # PPO on push never sees the group reward: say so once, and label its reward as own
-    writer = ProgressWriter(1000, out, group=True)
-    for step in (100, 200):
-        writer.write_stats("PushBlockTeam", _summaries(own=[0.0], success=[0.0]), step)
-    lines = out.getvalue().splitlines()
-    assert len(lines) == 3 and "only MA-POCA (algorithm=poca) reads group rewards" in lines[0]
-    assert "own reward   0.000" in lines[1] and "group success  0.0%" in lines[2]
+    out = io.StringIO()  # PPO on push: no group statistic; its extrinsic reward is own + group reward
+    ProgressWriter(1000, out, group=True).write_stats(
+        "PushBlockTeam", _summaries(own=[0.0, 0.0], extrinsic=[-0.5, -0.3], success=[0.0]), 100)
+    line = out.getvalue()
+    assert "own+group reward  -0.400 ± 0.100" in line and "group success  0.0%" in line
+    assert "mean reward" not in line
 
     out = io.StringIO()  # single agents: as before
     ProgressWriter(1000, out).write_stats("NavigationAgent", _summaries(own=[1.0, 3.0], success=[1.0]), 100)

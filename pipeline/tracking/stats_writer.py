@@ -16,6 +16,7 @@ from mlflow.tracking import MlflowClient
 
 STEPS_PER_SECOND = "Environment/Steps per Second"
 GROUP_REWARD = "Environment/Group Cumulative Reward"  # ML-Agents' POCA trainer records it per group episode
+EXTRINSIC = "Policy/Extrinsic Reward"  # per agent episode: own reward + group reward, what PPO/SAC learn from
 HIDDEN = {"Is Training", "Step"}  # bookkeeping ML-Agents' TensorBoard writer hides too
 
 
@@ -71,16 +72,17 @@ class ProgressWriter(StatsWriter):
     """One console line per summary: step / max_steps, mean reward, success, steps/s, time left.
 
     group: the behaviour's agents act as a MultiAgentGroup (push). Their own rewards are then 0 and what counts
-    is the group's: the line shows ML-Agents' "Environment/Group Cumulative Reward" (recorded by MA-POCA, the
-    trainer that reads group rewards) and calls the success rate the group's. A trainer that reports a group
-    reward marks the behaviour as a group even when `group` was not given (e.g. on a Unity build)."""
+    is the group's: the line shows ML-Agents' "Environment/Group Cumulative Reward" (recorded by MA-POCA) and
+    calls the success rate the group's. PPO and SAC add the group reward to each agent's own (ML-Agents'
+    extrinsic reward signal) and record no group statistic, so for them the line shows that sum, the
+    "Policy/Extrinsic Reward" they learn from. A trainer that reports a group reward marks the behaviour as a
+    group even when `group` was not given (e.g. on a Unity build)."""
 
     def __init__(self, max_steps: int, stream=None, group: bool = False):
         self.max_steps = max_steps
         self.stream = stream or sys.stdout
         self.group = group
         self._start = time.monotonic()
-        self._warned = False
 
     def write_stats(self, category: str, values: dict[str, StatsSummary], step: int) -> None:
         # Averaged since the start: per-period rates swing with PPO's update pauses.
@@ -94,13 +96,11 @@ class ProgressWriter(StatsWriter):
             parts.append(f"group reward {group_reward.mean:7.3f} ± {group_reward.std:.3f}")
             if reward is not None and (reward.mean or reward.std):  # agents' own rewards, when the task has any
                 parts.append(f"own reward {reward.mean:7.3f}")
+        elif group and _present(values, EXTRINSIC) is not None:
+            seen = values[EXTRINSIC]
+            parts.append(f"own+group reward {seen.mean:7.3f} ± {seen.std:.3f}")
         elif reward is not None:
-            parts.append(f"{'own' if group else 'mean'} reward {reward.mean:7.3f} ± {reward.std:.3f}")
-            if group and not self._warned:
-                self._warned = True
-                print(f"[{category}] note: this behaviour is rewarded as a group; only MA-POCA (algorithm=poca) "
-                      f"reads group rewards, so this trainer learns from the agents' own rewards alone",
-                      file=self.stream, flush=True)
+            parts.append(f"mean reward {reward.mean:7.3f} ± {reward.std:.3f}")
         success = _present(values, "Environment/Success Rate")
         if success is not None:
             parts.append(f"{'group success' if group else 'success'} {success.mean:5.1%}")
