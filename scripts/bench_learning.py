@@ -19,6 +19,7 @@ after some seeds, or run in several sessions, can still be written with --table-
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -32,7 +33,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-# asset -> its default algorithm first, then the others, with why they are a poor fit (shown in the table).
+# asset -> its default algorithm first (as conf/ chooses it: `default_algorithm`), then the others, with why
+# they are a poor fit (shown in the table).
 APPLICABLE: dict[str, dict[str, str]] = {
     "nav": {"ppo": "", "sac": "", "poca": "poor fit: one agent, no group; POCA is PPO with extra cost"},
     "patrol": {"ppo": "", "sac": "", "poca": "poor fit: one agent, no group; POCA is PPO with extra cost"},
@@ -56,10 +58,23 @@ class Cell:
     heuristic: float | None = None
     random: float | None = None
     failed: list[str] = field(default_factory=list)
+    loads: list[float] = field(default_factory=list)  # the box's 1-minute load average during each seed's run
 
     @property
     def default(self) -> bool:
-        return next(iter(APPLICABLE[self.asset])) == self.algorithm
+        return default_algorithm(self.asset) == self.algorithm
+
+
+@functools.cache
+def default_algorithm(asset: str) -> str:
+    """What `asset=<asset>` trains with when no algorithm is given (conf/config.yaml, conf/asset/<asset>.yaml)."""
+    from pipeline.config.compose import compose_plan
+
+    chosen = compose_plan([f"asset={asset}"]).algorithm
+    if chosen != next(iter(APPLICABLE[asset])):
+        raise SystemExit(f"APPLICABLE lists {next(iter(APPLICABLE[asset]))} first for {asset}, but conf/ trains it "
+                         f"with {chosen} by default: put the default first")
+    return chosen
 
 
 def mean_ci(values: list[float]) -> tuple[float, float, float]:
@@ -112,20 +127,24 @@ def add(cell: Cell, r: dict) -> None:
     cell.seconds.append(r["seconds"])
     cell.steps.append(r["steps"])
     cell.heuristic, cell.random = r["heuristic"], r["random"]
+    if r.get("load"):  # the higher of start and end: a seed that met a busy box says so
+        cell.loads.append(max(r["load"]["start"], r["load"]["end"]))
 
 
 def table(cells: list[Cell]) -> list[str]:
     # Train time and speed as a range over seeds: on a shared box the load, not the algorithm, moves them most;
     # the fastest seed is the closest to an idle machine, and the 10-minute goal is judged on it.
     rows = ["| asset | algorithm | seeds | success (95% CI over seeds) | per seed | mean reward | "
-            "train time (min–max) | steps/s (max) | heuristic | random | note |",
-            "|---|---|---|---|---|---|---|---|---|---|---|"]
+            "train time (min–max) | steps/s (max) | load (per seed) | heuristic | random | note |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in cells:
         note = APPLICABLE[c.asset][c.algorithm]
+        name = f"**{c.algorithm}**" if c.default else c.algorithm
         if c.failed:
             note = (note + "; " if note else "") + f"failed: {'; '.join(c.failed)[:200]}"
         if not c.successes:
-            rows.append(f"| {c.asset} | {c.algorithm} | 0 | — | — | — | — | — | — | — | {note or 'not run'} |")
+            why = "not run" + (f"; {note}" if note else "")
+            rows.append(f"| {c.asset} | {name} | 0 | — | — | — | — | — | — | — | — | {why} |")
             continue
         m, lo, hi = mean_ci(c.successes)
         ci = f"{m:.0%} ({lo:.0%}–{hi:.0%})" if len(c.successes) > 1 else f"{m:.0%}"
@@ -137,9 +156,10 @@ def table(cells: list[Cell]) -> list[str]:
             note = (note + "; " if note else "") + (
                 f"default: success {'>=' if good else '<'} {GOAL} x heuristic, "
                 f"fastest seed {'within' if fast else 'over'} {GOAL_MINUTES} min")
-        rows.append(f"| {c.asset} | {'**' + c.algorithm + '**' if c.default else c.algorithm} | {len(c.successes)} | "
+        rows.append(f"| {c.asset} | {name} | {len(c.successes)} | "
                     f"{ci} | {', '.join(f'{s:.2f}' for s in c.successes)} | "
                     f"{sum(c.rewards) / len(c.rewards):.2f} | {minutes:.1f}–{longest:.1f} min | {rate:,.0f} | "
+                    f"{', '.join(f'{x:.0f}' for x in c.loads) or '—'} | "
                     f"{c.heuristic:.0%} | {c.random:.0%} | {note} |")
     return rows
 
@@ -163,7 +183,7 @@ def main() -> None:
             r = json.loads(line)
             add(cells.setdefault((r["asset"], r["algorithm"]), Cell(r["asset"], r["algorithm"])), r)
         order = [(a, x) for a, xs in APPLICABLE.items() for x in xs]
-        rows = table([cells[k] for k in order if k in cells])
+        rows = table([cells.get(k) or Cell(*k) for k in order])  # a pair with no finished seed says so
         print("\n".join(rows))
         if not args.no_append:
             append(rows, [f"from {args.table_from}"] + ([args.note] if args.note else []))
