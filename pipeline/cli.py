@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import shlex
 import sys
 import traceback
@@ -181,6 +182,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             request = request_from(args)
         except RequestError as exc:
             raise ConfigError(str(exc)) from None
+        # `mlflow run` hands its entry point the run it made in MLFLOW_RUN_ID: read here, once, and taken out of
+        # the environment (mlflow.start_run would adopt it wherever it is called); the request carries it on.
+        request.run_id = os.environ.pop("MLFLOW_RUN_ID", None)
         run_request(request)  # validated before any run is created; writes --result-json
 
 

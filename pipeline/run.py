@@ -1,7 +1,9 @@
 """The pipeline as a Hydra app: `python -m pipeline.run asset=patrol algorithm=sac max_steps=20000 seed=3`."""
 from __future__ import annotations
 
+import os
 import sys
+from dataclasses import replace
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -13,16 +15,21 @@ from pipeline.cli import reported
 from pipeline.config.command_line import CONFIG_NAME, CONFIG_PATH, check_command_line
 from pipeline.config.plan import build_plan
 from pipeline.stages.pipeline import run_pipeline
+from pipeline.sweeps.callbacks import job_run_id
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name=CONFIG_NAME)
 def _app(cfg: DictConfig) -> float:
     if HydraConfig.get().mode == RunMode.MULTIRUN:
-        # One sweep job: its error fails this job (its child run FAILED), the sweep goes on (pipeline/sweeps).
-        result = run_pipeline(build_plan(cfg))
+        # One sweep job, in the child run the sweep callback made for it: its error fails this job (that run
+        # FAILED), the sweep goes on (pipeline/sweeps).
+        result = run_pipeline(replace(build_plan(cfg), adopted_run_id=job_run_id()))
     else:
         with reported():
-            result = run_pipeline(build_plan(cfg))
+            # `mlflow run` hands its entry point the run it made in MLFLOW_RUN_ID: read here, once, and taken out
+            # of the environment (mlflow.start_run would adopt it wherever it is called).
+            adopted = os.environ.pop("MLFLOW_RUN_ID", None)
+            result = run_pipeline(replace(build_plan(cfg), adopted_run_id=adopted))
     # Sweepers (Optuna) maximise what the task returns: the evaluated success rate.
     return result.evaluate.metrics["eval/success_rate"] if result.evaluate else float("nan")
 

@@ -46,6 +46,14 @@ FORBIDDEN = {
 }
 # Known debts, each with its way out; an entry that no longer matches an import fails the test (remove it).
 ALLOWED: dict[tuple[str, str], str] = {}
+# The only modules that read MLFLOW_RUN_ID, the run `mlflow run` (or a caller of mlagents-learn) made for the process:
+# entry points, each reading it once; below them the run is passed explicitly (RunPlan.adopted_run_id).
+RUN_ID_ENTRY_POINTS = {
+    "pipeline.cli": "`mlflow run`'s entry points -> LaunchRequest.run_id",
+    "pipeline.run": "the Hydra app run alone -> RunPlan.adopted_run_id",
+    "pipeline.sweeps.callbacks": "a sweep started by `mlflow run`: its run becomes the sweep's parent",
+    "pipeline.tracking.mlagents_learn_run": "plain mlagents-learn with our stats-writer plugin",
+}
 # Cycles known and not yet broken, each with its way out: a cycle whose modules all lie in these packages.
 KNOWN_CYCLES: dict[tuple[str, ...], str] = {}
 # Importing config must stay cheap: none of these may load, however indirectly, at module level.
@@ -253,6 +261,28 @@ def test_imports_follow_the_layers(code):
     assert not broken, "imports against the layers (README: Layout):\n" + "\n".join(sorted(broken))
     stale = sorted(set(ALLOWED) - used)
     assert not stale, f"these allowed exceptions are gone, remove them from ALLOWED: {stale}"
+
+
+def test_only_entry_points_read_the_run_made_for_the_process(code):
+    """MLFLOW_RUN_ID read (or set) below an entry point is an implicit protocol: a stage adopts whatever run the
+    environment names, and it leaks into the next job. Filtering it out of a child's environment is fine."""
+    modules, _ = code
+    found = []
+    for module, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.args:
+                key = node.args[0]  # os.environ.get/pop/setdefault("MLFLOW_RUN_ID"), os.getenv(...)
+            elif isinstance(node, ast.Subscript):
+                key = node.slice  # os.environ["MLFLOW_RUN_ID"]
+            elif isinstance(node, ast.Dict) and any(isinstance(k, ast.Constant) and k.value == "MLFLOW_RUN_ID"
+                                                    for k in node.keys):
+                key = ast.Constant("MLFLOW_RUN_ID")  # os.environ.update({"MLFLOW_RUN_ID": ...}), a child's env
+            else:
+                continue
+            if isinstance(key, ast.Constant) and key.value == "MLFLOW_RUN_ID" and module not in RUN_ID_ENTRY_POINTS:
+                found.append(f"{path.relative_to(REPO)}:{node.lineno}: {ast.unparse(node)[:120]}")
+    assert not found, ("MLFLOW_RUN_ID used below the entry points (pass the run explicitly: "
+                       "RunPlan.adopted_run_id, LaunchRequest.run_id):\n" + "\n".join(found))
 
 
 def test_importing_config_loads_nothing_heavy(code):

@@ -37,6 +37,10 @@ class RunPlan:
     trainer_settings: Any  # mlagents.trainers.settings.TrainerSettings
     max_steps: int
     seed: int
+    # The MLflow run made for this plan's top stage run before it started (`mlflow run`'s, a sweep job's, a launch
+    # request's): that stage run continues it instead of creating one. Set by the entry point, never read from the
+    # environment below it.
+    adopted_run_id: Optional[str] = None
 
     @property
     def asset_id(self) -> str:

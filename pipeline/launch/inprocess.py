@@ -6,6 +6,7 @@ as a Ray job), and what tests and notebooks can call directly.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 from collections.abc import Iterator
@@ -56,28 +57,28 @@ def run_request(request: LaunchRequest, print_result: bool = False) -> Any:
                 _fail(request.run_id, exc)
             raise
         adopted = request.run_id or (_child_of(request.parent_run_id, plan) if request.parent_run_id else None)
-        with _environment({"MLFLOW_RUN_ID": adopted} if adopted else {}):
-            # Only the stage that runs is imported (the others pull in onnxruntime, the registry, ...).
-            if request.stage == "main":
-                from pipeline.stages import pipeline
+        plan = dataclasses.replace(plan, adopted_run_id=adopted)
+        # Only the stage that runs is imported (the others pull in onnxruntime, the registry, ...).
+        if request.stage == "main":
+            from pipeline.stages import pipeline
 
-                result = pipeline.run_pipeline(plan)
-            elif request.stage == "build":
-                from pipeline.stages import build
+            result = pipeline.run_pipeline(plan)
+        elif request.stage == "build":
+            from pipeline.stages import build
 
-                result = build.build(plan)
-            elif request.stage == "train":
-                from pipeline.stages import train
+            result = build.build(plan)
+        elif request.stage == "train":
+            from pipeline.stages import train
 
-                result = train.train(plan)
-            elif request.stage == "evaluate":
-                from pipeline.stages import evaluate
+            result = train.train(plan)
+        elif request.stage == "evaluate":
+            from pipeline.stages import evaluate
 
-                result = evaluate.evaluate(plan, request.stage_args["policy"])
-            else:
-                from pipeline.stages import register
+            result = evaluate.evaluate(plan, request.stage_args["policy"])
+        else:
+            from pipeline.stages import register
 
-                result = register.register(plan, request.stage_args["run_id"])
+            result = register.register(plan, request.stage_args["run_id"])
     data = as_dict(result)
     if request.result_json:
         Path(request.result_json).parent.mkdir(parents=True, exist_ok=True)

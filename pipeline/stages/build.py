@@ -41,7 +41,8 @@ def _editor_build(plan: RunPlan) -> BuildResult:
     settings = plan.cfg["build"]
     editor.check_settings(settings)  # bad settings: a ConfigError before any run exists
     output = build_output_path(plan.cfg)
-    with stage_run("build", experiment_for(plan), f"build-{plan.asset_id}", plan_tags(plan)) as run:
+    with stage_run("build", experiment_for(plan), f"build-{plan.asset_id}", plan_tags(plan),
+                   adopt_run_id=plan.adopted_run_id) as run:
         with tempfile.TemporaryDirectory() as tmp:
             log = Path(tmp) / "Editor.log"
             print(f"build: Unity editor building {settings['unity_project']} -> {output} "
@@ -69,7 +70,8 @@ def _existing_player(plan: RunPlan) -> BuildResult:
     fingerprint = editor.player_hash(player)
     description = (f"Unity player {player} for behavior {plan.behavior_name}, {plan.cfg['env']['num_envs']} workers "
                    f"x {plan.cfg['env']['num_areas']} areas (no Unity project configured: not rebuilt)")
-    with stage_run("build", experiment_for(plan), f"build-{plan.asset_id}", plan_tags(plan)) as run:
+    with stage_run("build", experiment_for(plan), f"build-{plan.asset_id}", plan_tags(plan),
+                   adopt_run_id=plan.adopted_run_id) as run:
         set_tags({"environment.fingerprint": fingerprint, "player.sha256": fingerprint, "player.path": str(player)})
         result = BuildResult(run.info.run_id, description, fingerprint)
         mlflow.log_dict(asdict(result), "environment.json")
@@ -88,7 +90,8 @@ def _simulation(plan: RunPlan) -> BuildResult:
                    f"{plan.cfg['env']['num_envs']} workers x {plan.cfg['env']['num_areas']} areas "
                    "(no Unity build configured: set env_path to train on a player, or build.unity_project "
                    "and build.editor_path to build one)")
-    with stage_run("build", experiment_for(plan), f"build-{plan.asset_id}", plan_tags(plan)) as run:
+    with stage_run("build", experiment_for(plan), f"build-{plan.asset_id}", plan_tags(plan),
+                   adopt_run_id=plan.adopted_run_id) as run:
         set_tags({"environment.fingerprint": fingerprint})
         result = BuildResult(run.info.run_id, description, fingerprint)
         mlflow.log_dict({**asdict(result), "observations": dict(spec.observations),

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 
 import mlflow
 from mlflow.exceptions import MlflowException
@@ -20,14 +19,14 @@ def plan_tags(plan: RunPlan) -> dict[str, str]:
 
 
 def experiment_for(plan: RunPlan) -> str:
-    """The experiment of this pipeline's runs: the active run's, or that of the run `mlflow run` made for this
-    process (MLFLOW_RUN_ID, in whichever experiment `mlflow run` chose), else tracking.experiment_name.
+    """The experiment of this pipeline's runs: the active run's, or that of the run made for this plan
+    (plan.adopted_run_id: `mlflow run` puts it in whichever experiment it chose), else tracking.experiment_name.
     So parent and stage runs are in one experiment whatever MLFLOW_EXPERIMENT_NAME says."""
     store.configure(plan.cfg["tracking"]["tracking_uri"])
     active = mlflow.active_run()
     if active is not None:
         return active.info.experiment_id
-    if os.environ.get("MLFLOW_RUN_ID"):
+    if plan.adopted_run_id:
         with contextlib.suppress(MlflowException):
-            return mlflow.MlflowClient().get_run(os.environ["MLFLOW_RUN_ID"]).info.experiment_id
+            return mlflow.MlflowClient().get_run(plan.adopted_run_id).info.experiment_id
     return store.experiment_id(plan.cfg["tracking"]["experiment_name"])

@@ -64,7 +64,8 @@ def evaluate(plan: RunPlan, policy: str) -> EvaluateResult:
         tags = {**plan_tags(plan), "eval.policy": policy, "eval.deterministic": str(ev["deterministic"]).lower()}
         if source_run:
             tags["pipeline.train_run_id"] = source_run
-        with stage_run("evaluate", experiment, f"evaluate-{plan.asset_id}", tags) as run:
+        with stage_run("evaluate", experiment, f"evaluate-{plan.asset_id}", tags,
+                       adopt_run_id=plan.adopted_run_id) as run:
             runs.log_params({"evaluation": ev, "onnx.opset": contract.opset, "onnx.inputs": contract.inputs})
             results = {"policy": rollout.run_episodes(world, rollout.onnx_policy(onnx_path, ev["deterministic"]),
                                                       ev["episodes"], ev["seed"], trace=4)}

@@ -4,8 +4,7 @@ Stages hand each other run ids and artifact URIs, as MLflow's multistep workflow
 """
 from __future__ import annotations
 
-import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Optional
 
 import mlflow
@@ -31,11 +30,11 @@ class PipelineResult:
         return asdict(self)
 
 
-def resumed_parent(train_run_id: Optional[str]) -> Optional[str]:
+def resumed_parent(train_run_id: Optional[str], adopted_run_id: Optional[str] = None) -> Optional[str]:
     """The pipeline run a resumed training belongs to, reopened so one interrupted-then-resumed pipeline
-    stays one `main` run (a scheduled fire keeps one run per asset). Not under `mlflow run`, which has
-    already made this process its own run."""
-    if not train_run_id or os.environ.get("MLFLOW_RUN_ID"):
+    stays one `main` run (a scheduled fire keeps one run per asset). Not when a run was made for this
+    pipeline already (adopted_run_id: `mlflow run`'s, a sweep job's)."""
+    if not train_run_id or adopted_run_id:
         return None
     client = mlflow.MlflowClient()
     parent_id = client.get_run(train_run_id).data.tags.get("mlflow.parentRunId")
@@ -52,7 +51,9 @@ def run_pipeline(plan: RunPlan) -> PipelineResult:
     resume_from = train.resume_point(plan)  # resolved once, before any run is opened
     with stage_run("main", experiment_for(plan), f"{plan.asset_id}-{plan.algorithm}-s{plan.seed}",
                    {**plan_tags(plan), **runs.code_version()},
-                   run_id=resumed_parent(resume_from[0] if resume_from else None)) as parent:
+                   run_id=resumed_parent(resume_from[0] if resume_from else None, plan.adopted_run_id),
+                   adopt_run_id=plan.adopted_run_id) as parent:
+        plan = replace(plan, adopted_run_id=None)  # the stages' runs are this run's children
         result = PipelineResult("RUNNING", parent.info.run_id, plan.asset_id)
         if "build" in stages:
             result.build = build.build(plan)

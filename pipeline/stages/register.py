@@ -56,7 +56,8 @@ def register(plan: RunPlan, train_run_id: str, eval_metrics: Optional[dict] = No
         target = vertex_target.resolve(reg, name)
         tags = {**plan_tags(plan), "asset": source.asset_id, "behavior": source.behavior,
                 "algorithm": source.algorithm, "pipeline.train_run_id": train_run_id}
-        with stage_run("register", experiment, f"register-{source.asset_id}", tags) as run:
+        with stage_run("register", experiment, f"register-{source.asset_id}", tags,
+                       adopt_run_id=plan.adopted_run_id) as run:
             runs.log_params({"registry": {k: v for k, v in asdict(reg).items() if k != "credentials"}})
             version, created = mlflow_registry.ensure_version(client, name, source)
             v = str(version.version)  # MLflow 3 gives an int here, a str elsewhere

@@ -64,7 +64,7 @@ def train(plan: RunPlan, build_run_id: str | None = None,
         resume_id, write_path = resume_from
         results_root = write_path.parent
     with stage_run("train", experiment, f"train-{plan.asset_id}-{plan.algorithm}-s{plan.seed}", tags,
-                   run_id=resume_id) as run:
+                   run_id=resume_id, adopt_run_id=plan.adopted_run_id) as run:
         run_id = run.info.run_id
         if resume_id:
             n = int(run.data.tags.get("pipeline.resumed", "0")) + 1

@@ -7,9 +7,9 @@ Configured in conf/config.yaml under `hydra.callbacks`, so every `python -m pipe
   any job runs, with no run left behind), create the parent run (or adopt the one `mlflow run` made),
   and, for parallel jobs on a sqlite store, start a local tracking server as the single writer.
 - on_job_start (the job's process): create the job's child run, carrying its overrides as params and
-  tags, and hand it to the pipeline through MLFLOW_RUN_ID (the pipeline's `main` run adopts it).
-- on_job_end: take MLFLOW_RUN_ID back (so it never leaks into the next job) and end the child FAILED
-  if the job died before its pipeline could.
+  tags; the Hydra app (pipeline/run.py) hands it to the pipeline (`job_run_id()`), whose `main` run adopts it.
+- on_job_end: forget it (so it never reaches the next job) and end the child FAILED if the job died before
+  its pipeline could.
 - on_multirun_end, or at exit when a job failed: the comparison report on the parent, the best
   trial's config for a search, the parent's final status, the server stopped.
 """
@@ -38,6 +38,12 @@ KEYS_ENV = "PIPELINE_SWEEP_KEYS"  # the keys the sweep varies: they name a job a
 MAX_TAG = 5000
 
 _sweep: Optional["_Sweep"] = None  # the sweep this process runs; kept off the (pickled) callback
+_job_run: Optional[str] = None  # the child run of the job this process runs now (Hydra runs one job at a time)
+
+
+def job_run_id() -> Optional[str]:
+    """The child run on_job_start made for the job running in this process, for its pipeline to adopt."""
+    return _job_run
 
 
 class _Sweep:
@@ -145,6 +151,7 @@ class MlflowSweepCallback(Callback):
 
     # -- each job's process ------------------------------------------------------------------------
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        global _job_run
         parent = os.environ.get(PARENT_ENV)
         if not parent or config.hydra.mode != RunMode.MULTIRUN:
             return
@@ -165,12 +172,13 @@ class MlflowSweepCallback(Callback):
                                   tags=tags).info.run_id
         if params:
             client.log_batch(child, params=[Param(k, redact_uri(v)[:6000]) for k, v in params.items()])
-        os.environ["MLFLOW_RUN_ID"] = child  # the pipeline's `main` run adopts it (tracking/runs.py)
+        _job_run = child  # the pipeline's `main` run adopts it (pipeline/run.py)
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        global _job_run
         if not os.environ.get(PARENT_ENV) or config.hydra.mode != RunMode.MULTIRUN:
             return
-        child = os.environ.pop("MLFLOW_RUN_ID", None)
+        child, _job_run = _job_run, None
         while mlflow.active_run():  # nothing of this job may stay active for the next one
             mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
         if not child:

@@ -7,8 +7,8 @@ point estimates.
 """
 from __future__ import annotations
 
-import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
@@ -41,14 +41,13 @@ def run_baseline(config: DictConfig, parent: str, experiment_id: str) -> Optiona
         "sweep.role": "baseline", "sweep.overrides": redact_uri(" ".join(overrides)),
         "sweep.config": "default (baseline)"}).info.run_id
     print(f"search: training the default config as the baseline (run {child})", flush=True)
-    os.environ["MLFLOW_RUN_ID"] = child
     try:
-        run_pipeline(build_plan(compose(config_name=config.hydra.job.config_name, overrides=overrides)))
+        plan = build_plan(compose(config_name=config.hydra.job.config_name, overrides=overrides))
+        run_pipeline(replace(plan, adopted_run_id=child))  # the pipeline's `main` run is this child
     except Exception as exc:  # the search's result stands without it; say so
         client.set_tag(child, "pipeline.error", redact_uri(f"{type(exc).__name__}: {exc}")[:5000])
         print(redact_uri(f"search: the baseline failed ({type(exc).__name__}: {exc})"), file=sys.stderr, flush=True)
     finally:
-        os.environ.pop("MLFLOW_RUN_ID", None)
         while mlflow.active_run():
             mlflow.end_run("FAILED")
         if client.get_run(child).info.status == "RUNNING":

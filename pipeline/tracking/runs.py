@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import subprocess
 import traceback
 from typing import Any, Iterator, Mapping, Optional
@@ -22,10 +21,12 @@ class StageInterrupted(Exception):
 
 @contextlib.contextmanager
 def stage_run(stage: str, experiment_id: str, run_name: str, tags: Mapping[str, str],
-              run_id: Optional[str] = None) -> Iterator[mlflow.ActiveRun]:
-    """Start this stage's run: a child of the active run, the run `mlflow run` created, or a new one.
+              run_id: Optional[str] = None, adopt_run_id: Optional[str] = None) -> Iterator[mlflow.ActiveRun]:
+    """Start this stage's run: a child of the active run, the run made for it, or a new one.
 
-    run_id: reopen that run instead (a resumed training continues its own run)."""
+    run_id: reopen that run instead (a resumed training continues its own run).
+    adopt_run_id: a run made for this stage before it started (RunPlan.adopted_run_id: `mlflow run`'s, a sweep
+    job's), which becomes this stage's run; only a top run adopts one (a nested run is a child of the active run)."""
     from pipeline.tracking.reaper import process_tags
 
     nested = mlflow.active_run() is not None
@@ -38,8 +39,8 @@ def stage_run(stage: str, experiment_id: str, run_name: str, tags: Mapping[str, 
         if interruption:  # live again: keep why it stopped, but no error tag on a run that may yet finish
             mlflow.set_tag("pipeline.last_interruption", interruption)
             mlflow.MlflowClient().delete_tag(run.info.run_id, "pipeline.error")
-    elif not nested and os.environ.get("MLFLOW_RUN_ID"):  # `mlflow run` made this stage's run for us
-        run = mlflow.start_run(tags=tags)
+    elif not nested and adopt_run_id:
+        run = mlflow.start_run(run_id=adopt_run_id, tags=tags)
     else:
         if nested:  # a child lives in its parent's experiment, whichever the caller's config names
             experiment_id = mlflow.active_run().info.experiment_id
