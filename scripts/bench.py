@@ -62,8 +62,8 @@ def bare_mlagents(overrides: list[str], results: str) -> None:
 
         env_manager = our_env_manager(plan, options, Path(options.checkpoint_settings.run_logs_dir))
     else:
-        env_manager = SubprocessEnvManager(SimulationEnvFactory(plan.simulation, plan.cfg["env"]["num_areas"],
-                                                                plan.seed), options, plan.cfg["env"]["num_envs"])
+        env_manager = SubprocessEnvManager(SimulationEnvFactory(plan.simulation, plan.config.env.num_areas,
+                                                                plan.seed), options, plan.config.env.num_envs)
     params = EnvironmentParameterManager(options.environment_parameters, plan.seed, restore=False)
     factory = TrainerFactory(options.behaviors, write_path, True, False, plan.seed, params, None, False)
     try:
@@ -326,7 +326,8 @@ def main() -> None:
     if peer_row:
         sb3, ours = peer_row["sb3"], peer_row["ours"]
         lines.append(
-            f"peer, nav PPO {peer_row['steps']:,} steps, seed 0, same hyperparameters (load {sb3['load'][0]:.1f}-"
+            f"peer, nav PPO {peer_row['steps']:,} steps, seed 0, same hyperparameters, torch "
+            f"{sb3.get('torch_threads', '?')} intra-op thread(s) on both sides (load {sb3['load'][0]:.1f}-"
             f"{ours['load'][1]:.1f}): stable-baselines3 {sb3['steps_per_s']:,.0f} steps/s in learn() (process "
             f"{sb3['wall']:.1f} s), success {sb3['success_last_10k']:.0%} over its last 10k steps; ours "
             f"{ours['steps_per_s']:,.0f} steps/s over ML-Agents' whole loop, "

@@ -1,6 +1,7 @@
 """Config is validated before anything runs: errors name the key and the fix, and nothing is written."""
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 
 import pytest
@@ -92,3 +93,73 @@ def test_bad_input_exits_2_and_an_unavailable_service_exits_1_whatever_part_foun
     assert exit_code(VertexUnavailable("x")) == exit_code(ServiceUnavailable("x")) == 1
     assert not issubclass(VertexUnavailable, ConfigError)  # a network failure is not the user's input
     assert exit_code(RuntimeError("x")) is None  # anything else: the caller's own handling (a traceback)
+
+
+# -- the schema is the one place of the defaults; the plan carries it typed ------------------------------
+
+GROUPS = ("asset", "algorithm", "mode")  # chosen in conf/config.yaml's defaults list, typed by the schema
+
+
+def test_conf_config_yaml_chooses_groups_and_restates_no_default():
+    from pipeline.config.schema import PipelineConfig
+    from pipeline.paths import CONF_DIR
+
+    text = yaml.safe_load((CONF_DIR / "config.yaml").read_text())
+    restated = sorted(set(text) & {f.name for f in dataclasses.fields(PipelineConfig)})
+    assert restated == [], f"conf/config.yaml restates schema defaults {restated}: set them in config/schema.py"
+    assert set(text) == {"defaults", "hydra"}
+
+
+def test_the_composed_defaults_are_the_schemas():
+    """Whatever conf/ holds, the values a run gets without overrides are the dataclasses' defaults."""
+    from omegaconf import OmegaConf
+
+    from pipeline.config.compose import compose_config
+    from pipeline.config.schema import PipelineConfig
+
+    composed = OmegaConf.to_container(compose_config([]), resolve=True)
+    schema = OmegaConf.to_container(OmegaConf.structured(PipelineConfig))
+    for name in (f.name for f in dataclasses.fields(PipelineConfig) if f.name not in GROUPS):
+        assert composed[name] == schema[name], name
+
+
+def test_the_plan_carries_the_typed_config_and_its_sections():
+    from pipeline.config.schema import EnvConfig, PipelineConfig
+    from pipeline.registry.settings import RegistryConfig
+
+    plan = compose_plan(["env.num_areas=8", "registry.margin=0.05", "+run_tags.team=nav"])
+    assert isinstance(plan.config, PipelineConfig) and isinstance(plan.config.env, EnvConfig)
+    assert isinstance(plan.config.registry, RegistryConfig) and plan.config.registry.margin == 0.05
+    assert plan.config.env.num_areas == 8 and plan.config.asset.action_space.size == 2
+    assert plan.config.run_tags == {"team": "nav"}
+    assert isinstance(plan.config.algorithm, dict)  # ML-Agents' own block, as mlagents-learn reads it
+    assert plan.cfg["env"]["num_areas"] == 8 and yaml.safe_load(yaml.safe_dump(plan.cfg)) == plan.cfg
+
+
+@pytest.mark.parametrize("section,values,message", [
+    ("env", {"num_envs": 0}, "env.num_envs must be >= 1, got 0"),
+    ("evaluation", {"episodes": 0}, "evaluation.episodes must be >= 1, got 0"),
+    ("registry", {"margin": -0.1}, "registry.margin=-0.1 must be >= 0"),
+    ("registry", {"timeout_s": float("nan")}, "registry.timeout_s must be a finite number, got nan"),
+    ("build", {"timeout_s": 0}, "build.timeout_s must be >= 1, got 0"),
+    ("mode", {"batch_size": 0}, "mode.batch_size must be >= 1, got 0"),
+    ("asset", {"asset_id": "../x"}, "asset.asset_id '../x' must be 1-64 letters"),
+    ("tracking", {"tracking_uri": "sqlite:////"}, "tracking.tracking_uri=sqlite:////: / is a directory"),
+])
+def test_each_section_checks_itself_and_names_its_key(section, values, message, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    plan = compose_plan([])
+    part = dataclasses.replace(getattr(plan.config, section), **values)
+    with pytest.raises(ConfigError) as err:
+        part.validate()
+    assert str(err.value).startswith(message)
+
+
+def test_a_key_the_schema_does_not_have_is_refused_naming_its_section():
+    from pipeline.config.plan import build_plan
+
+    raw = compose_plan([]).cfg
+    raw["env"]["num_area"] = 8
+    with pytest.raises(ConfigError) as err:
+        build_plan(raw)
+    assert str(err.value).startswith("env.num_area is not an option of the env section; valid options: base_port,")

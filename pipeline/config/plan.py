@@ -6,32 +6,32 @@ ones `mlagents-learn` would give for the same YAML.
 """
 from __future__ import annotations
 
-import re
+import copy
 import typing
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
 import attr
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.config.errors import ConfigError
-from pipeline.config.ranges import check_ranges
+from pipeline.config.places import check_results_dir, check_store  # noqa: F401  (check_store: cli.py)
+from pipeline.config.ranges import check_ranges, check_together
 from pipeline.config.run_ids import check_resume_value
+from pipeline.config.schema import AssetConfig, PipelineConfig, structure
 from pipeline.config.targets import check_config
-from pipeline.registry.settings import check_registry_config
 from pipeline.sim import SIMULATIONS, World
 from pipeline.unity.player import player_path
 
-ASSET_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MODES_AVAILABLE = ("online", "offline", "hybrid")  # offline/hybrid: pipeline/offline/
 
 
 @dataclass(frozen=True)
 class RunPlan:
-    """Everything a stage needs, validated. `cfg` is the resolved config as plain containers."""
+    """Everything a stage needs, validated. `config` is the typed config (config/schema.py): stages read
+    `plan.config.env.num_areas`; `algorithm` stays ML-Agents' own mapping (schema.py says why)."""
 
-    cfg: dict[str, Any]
+    config: PipelineConfig
     behavior_name: str
     simulation: Optional[str]  # built-in simulation name, or None for a Unity build
     trainer_settings: Any  # mlagents.trainers.settings.TrainerSettings
@@ -43,16 +43,21 @@ class RunPlan:
     adopted_run_id: Optional[str] = None
 
     @property
+    def cfg(self) -> dict[str, Any]:
+        """The config as plain containers: what a run records (config.yaml, its params), not what stages read."""
+        return asdict(self.config)
+
+    @property
     def asset_id(self) -> str:
-        return self.cfg["asset"]["asset_id"]
+        return self.config.asset.asset_id
 
     @property
     def algorithm(self) -> str:
-        return self.cfg["algorithm"]["trainer_type"]
+        return self.config.algorithm["trainer_type"]
 
     @property
     def mode(self) -> str:
-        return self.cfg["mode"]["name"]
+        return self.config.mode.name
 
     @property
     def world(self) -> type[World]:
@@ -61,24 +66,24 @@ class RunPlan:
 
     def trainer_config(self) -> dict[str, Any]:
         """mlagents-learn's configuration file: `mlagents-learn trainer_config.yaml --env=<build>`."""
-        env = self.cfg["env"]
+        env = self.config.env
         return {
             "behaviors": {self.behavior_name: self.algorithm_settings()},
             "env_settings": {
-                "env_path": player_path(self.cfg),
-                "env_args": list(env["env_args"]) or None,
-                "base_port": env["base_port"],
-                "num_envs": env["num_envs"],
-                "num_areas": env["num_areas"],
-                "timeout_wait": env["timeout_wait"],
+                "env_path": player_path(self.config),
+                "env_args": list(env.env_args) or None,
+                "base_port": env.base_port,
+                "num_envs": env.num_envs,
+                "num_areas": env.num_areas,
+                "timeout_wait": env.timeout_wait,
                 "seed": self.seed,
             },
-            "engine_settings": {"time_scale": env["time_scale"], "no_graphics": env["no_graphics"]},
+            "engine_settings": {"time_scale": env.time_scale, "no_graphics": env.no_graphics},
             "torch_settings": {"device": "cpu"},
         }
 
     def algorithm_settings(self) -> dict[str, Any]:
-        settings = dict(self.cfg["algorithm"])
+        settings = copy.deepcopy(self.config.algorithm)
         settings["max_steps"] = self.max_steps
         return settings
 
@@ -93,94 +98,51 @@ def build_plan(cfg: DictConfig | dict) -> RunPlan:
         raw = cfg
     assert isinstance(raw, dict)
     check_config(raw)  # the pipeline config instantiates nothing: any _target_ in it is refused
+    config: PipelineConfig = structure(PipelineConfig, raw)
 
-    max_steps = raw.get("max_steps")
+    max_steps = config.max_steps
     if max_steps is None:
-        max_steps = raw["algorithm"].get("max_steps", 500_000)
+        max_steps = config.algorithm.get("max_steps", 500_000)
     if not isinstance(max_steps, int) or isinstance(max_steps, bool) or max_steps <= 0:
         raise ConfigError(f"max_steps must be a positive number of agent steps, got {max_steps!r} "
                           "(e.g. max_steps=150000, or leave it unset to use the algorithm's max_steps)")
-    seed = raw.get("seed")
+    seed = config.seed
     if not isinstance(seed, int) or seed < 0:
         raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
+    if config.mode.name not in MODES_AVAILABLE:
+        raise ConfigError(f"mode={config.mode.name} is not available yet; available modes: "
+                          f"{', '.join(MODES_AVAILABLE)}")
 
-    mode = raw["mode"]["name"]
-    if mode not in MODES_AVAILABLE:
-        raise ConfigError(f"mode={mode} is not available yet; available modes: {', '.join(MODES_AVAILABLE)}")
-
-    check_registry_config(raw["registry"])  # its own messages first (why a negative margin is refused)
-    # Every number, nan/inf included; algorithm's after its types, mode's after its own (more specific) checks.
-    check_ranges(raw, skip=("algorithm", "mode"))
-    check_resume_value(raw.get("resume"))
-    check_store(raw["tracking"].get("tracking_uri"))
-    _check_results_dir(raw["results_dir"])
-    behavior, simulation = _check_asset(raw["asset"], raw.get("env_path"))
-    settings = _check_algorithm(raw["algorithm"], max_steps)
+    # Each section checks itself: every number against the range table (nan/inf included), after the
+    # section's own more specific rules (the registry's say why a negative margin is refused).
+    config.registry.validate()
+    check_ranges({"max_steps": config.max_steps, "seed": seed}, sections=("max_steps", "seed"))
+    config.env.validate()
+    config.evaluation.validate()
+    config.build.validate()
+    check_together(raw)  # rules that tie keys of two sections (seed + env.num_envs; batch vs buffer)
+    check_resume_value(config.resume)
+    config.tracking.validate()
+    check_results_dir(config.results_dir)
+    config.asset.validate()
+    behavior, simulation = _check_asset(config.asset, config.env_path)
+    settings = _check_algorithm(config.algorithm, max_steps)  # ML-Agents' own structuring
     # offline/hybrid: the dataset is read and checked against the asset now, before any run exists.
     from pipeline.offline.validate import check_mode
 
-    check_mode(raw, tuple(n for n, _ in SIMULATIONS[simulation].spec.observations) if simulation else None)
-    check_ranges(raw, sections=("mode",))
-    return RunPlan(cfg=raw, behavior_name=behavior, simulation=simulation,
+    check_mode(config, tuple(n for n, _ in SIMULATIONS[simulation].spec.observations) if simulation else None)
+    config.mode.validate()
+    return RunPlan(config=config, behavior_name=behavior, simulation=simulation,
                    trainer_settings=settings, max_steps=max_steps, seed=seed)
 
 
-SQLITE_MAGIC = b"SQLite format 3\x00"
-MIN_FREE_BYTES = 64 << 20  # a checkpoint, an ONNX and TensorBoard events of a small run
-
-
-def check_store(tracking_uri: Optional[str]) -> None:
-    """An embedded store that cannot work: a directory, or a file that is not an SQLite database."""
-    import os
-
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or tracking_uri
-    if not uri or not uri.startswith("sqlite:///"):
-        return
-    key = "MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI") else "tracking.tracking_uri"
-    path = Path(uri[len("sqlite:///"):].split("?", 1)[0])
-    if path.is_dir():
-        raise ConfigError(f"{key}={uri}: {path} is a directory; give a database file, e.g. sqlite:///{path}/mlflow.db")
-    if path.is_file() and path.stat().st_size > 0:
-        try:
-            with open(path, "rb") as f:
-                magic = f.read(len(SQLITE_MAGIC))
-        except OSError as exc:
-            raise ConfigError(f"{key}={uri}: cannot read {path} ({exc.strerror})") from None
-        if magic != SQLITE_MAGIC:
-            raise ConfigError(f"{key}={uri}: {path} is not an SQLite database; point it at an MLflow database "
-                              "or at a new file name (MLflow creates it)")
-
-
-def _check_results_dir(results_dir: str) -> None:
-    """A results location the training cannot write to is found now, before any stage runs or run exists."""
-    import os
-
-    path = Path(results_dir).expanduser().absolute()
-    existing = next((p for p in (path, *path.parents) if p.exists()), Path("/"))
-    if not existing.is_dir():
-        raise ConfigError(f"results_dir={results_dir}: {existing} is a file, not a directory; "
-                          "e.g. results_dir=results")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"results_dir={results_dir}: {existing} is not writable (read-only file system or no "
-                          "permission); choose a writable location, e.g. results_dir=/tmp/results")
-    stat = os.statvfs(existing)
-    if stat.f_bavail * stat.f_frsize < MIN_FREE_BYTES:
-        raise ConfigError(f"results_dir={results_dir}: {existing} has {stat.f_bavail * stat.f_frsize >> 20} MiB "
-                          f"free, less than the {MIN_FREE_BYTES >> 20} MiB a run needs; free space or choose "
-                          "another location")
-
-
-def _check_asset(asset: dict, env_path: Optional[str]) -> tuple[str, Optional[str]]:
-    if not ASSET_ID.match(asset["asset_id"]):
-        raise ConfigError(f"asset.asset_id {asset['asset_id']!r} must be 1-64 letters, digits, '.', '_' or '-' "
-                          "(it names result directories and registered models)")
-    source = asset["source"]
-    if source["kind"] not in ("simulation", "unity"):
-        raise ConfigError(f"asset.source.kind must be 'simulation' or 'unity', got {source['kind']!r}")
-    if env_path or source["kind"] == "unity":
+def _check_asset(asset: AssetConfig, env_path: Optional[str]) -> tuple[str, Optional[str]]:
+    """The asset against its environment: the player build, or the built-in simulation it declares."""
+    source = asset.source
+    if env_path or source.kind == "unity":
         from pipeline.unity.player import PlayerPathError, check_player
 
-        key, path = ("env_path", env_path) if env_path else ("asset.source.build_path", source.get("build_path"))
+        key, path = ("env_path", env_path) if env_path else ("asset.source.build_path", source.build_path)
         if not path:
             raise ConfigError("asset.source.build_path must name the player build when asset.source.kind=unity "
                               "(e.g. asset.source.build_path=builds/Nav.x86_64), or give env_path=<player>")
@@ -188,26 +150,26 @@ def _check_asset(asset: dict, env_path: Optional[str]) -> tuple[str, Optional[st
             check_player(path)
         except PlayerPathError as exc:
             raise ConfigError(f"{key}={path}: {exc}") from None
-        if not source.get("simulation"):
-            return asset["name"], None  # the build's own behavior is checked when the player connects
+        if not source.simulation:
+            return asset.name, None  # the build's own behavior is checked when the player connects
         # A declared built-in simulation of the same asset still evaluates the policy trained on the build.
-    name = source.get("simulation")
+    name = source.simulation
     if name not in SIMULATIONS:
         raise ConfigError(f"asset.source.simulation {name!r} is not a built-in simulation; "
                           f"choose one of: {', '.join(sorted(SIMULATIONS))}")
     spec = SIMULATIONS[name].spec
-    if asset["name"] != spec.behavior_name:
-        raise ConfigError(f"asset.name {asset['name']!r} is not the behavior of simulation {name!r}; "
+    if asset.name != spec.behavior_name:
+        raise ConfigError(f"asset.name {asset.name!r} is not the behavior of simulation {name!r}; "
                           f"set asset.name={spec.behavior_name}")
     sensors = spec.observation_space
-    for sensor, size in asset["observation_space"].items():
+    for sensor, size in asset.observation_space.items():
         if sensor not in sensors:
             raise ConfigError(f"asset.observation_space.{sensor}: simulation {name!r} has no sensor {sensor!r}; "
                               f"its sensors are {sensors}")
         if size != sensors[sensor]:
             raise ConfigError(f"asset.observation_space.{sensor}={size} but simulation {name!r} gives "
                               f"{sensors[sensor]} values for it")
-    action = asset["action_space"]
+    action = asdict(asset.action_space)
     if not _same_actions(action, spec.action_space):
         want = spec.action_space
         detail = ", ".join(f"{k} {v}" for k, v in want.items() if k != "type")

@@ -168,7 +168,7 @@ def check_ranges(cfg: dict, sections: tuple[str, ...] | None = None, skip: tuple
             continue
         for key, value in _lookup(cfg, pattern.split("."), ()):
             check_value(key, value, rule)
-    _check_together(cfg)
+    check_together(cfg)
 
 
 def _lookup(node: Any, parts: list[str], seen: tuple) -> Iterator[tuple[str, Any]]:
@@ -183,7 +183,8 @@ def _lookup(node: Any, parts: list[str], seen: tuple) -> Iterator[tuple[str, Any
         yield from _lookup(node[k], rest, (*seen, str(k)))
 
 
-def _check_together(cfg: dict) -> None:
+def check_together(cfg: dict) -> None:
+    """The rules that tie keys of two sections."""
     hyper = (cfg.get("algorithm") or {}).get("hyperparameters") or {}
     batch, buffer = hyper.get("batch_size"), hyper.get("buffer_size")
     if isinstance(batch, int) and isinstance(buffer, int) and buffer < batch:

@@ -64,7 +64,7 @@ class RayJobExecutor:
         from pipeline.launch.inprocess import plan_for
 
         plan = plan_for(request)
-        cpus = self.num_cpus if self.num_cpus is not None else max(1, int(plan.cfg["env"]["num_envs"]))
+        cpus = self.num_cpus if self.num_cpus is not None else max(1, int(plan.config.env.num_envs))
         env = {k: os.environ[k] for k in PASSED_ON if os.environ.get(k)}
         env.update(request.env)
         env.update({REQUEST_ENV: request.to_json(), "PYTHONUNBUFFERED": "1"})

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
 from pipeline.config.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pipeline.config.schema import AssetConfig
 
 
 class DatasetError(ConfigError):
@@ -117,14 +120,14 @@ class Dataset:
         return out
 
 
-def layout_of_asset(asset: dict, observation_order: Optional[tuple[str, ...]] = None) -> Layout:
+def layout_of_asset(asset: AssetConfig, observation_order: Optional[tuple[str, ...]] = None) -> Layout:
     """The Layout an asset config declares; `observation_order` is the simulation's sensor order when known."""
-    sizes = dict(asset["observation_space"])
+    sizes = dict(asset.observation_space)
     names = observation_order or tuple(sizes)
-    action = asset["action_space"]
-    branches = tuple(int(b) for b in action.get("branches") or ()) if action.get("type") == "discrete" else ()
-    return Layout(behavior_name=asset["name"], observations=tuple((n, int(sizes[n])) for n in names),
-                  action_size=len(branches) if branches else int(action["size"]), asset_id=asset.get("asset_id", ""),
+    action = asset.action_space
+    branches = tuple(int(b) for b in action.branches or ()) if action.type == "discrete" else ()
+    return Layout(behavior_name=asset.name, observations=tuple((n, int(sizes[n])) for n in names),
+                  action_size=len(branches) if branches else int(action.size), asset_id=asset.asset_id or "",
                   branches=branches)
 
 

@@ -42,6 +42,7 @@ from mlagents_envs.base_env import ActionSpec, BehaviorSpec, DimensionProperty, 
 
 from pipeline.config.plan import RunPlan
 from pipeline.offline.dataset import Dataset, Layout
+from pipeline.offline.settings import ModeConfig
 from pipeline.training.session import StopRequest, TrainingOutcome, open_session, stats_writers
 
 BC_LOSS = "Losses/BC Loss"
@@ -87,7 +88,7 @@ def _obs_buffer(split: _Split) -> AgentBuffer:
 
 def train(plan: RunPlan, data: Dataset, results_dir: Path, run_id: str,
           writers: Sequence[StatsWriter] = ()) -> TrainingOutcome:
-    mode = plan.cfg["mode"]
+    mode = plan.config.mode
     session = open_session(plan, results_dir, run_id)
     write_path = session.write_path
     session.seed_generators()
@@ -105,12 +106,12 @@ def train(plan: RunPlan, data: Dataset, results_dir: Path, run_id: str,
 
     gamma, strength = _extrinsic(settings)
     returns = data.discounted_returns(gamma) * strength if data.has_rewards else None
-    train_rows, val_rows = data.split(mode["validation_fraction"], plan.seed)
+    train_rows, val_rows = data.split(mode.validation_fraction, plan.seed)
     tr, va = _tensors(data, train_rows, returns), _tensors(data, val_rows, returns)
 
-    awr = mode["method"] == "awr"
+    awr = mode.method == "awr"
     critic = None
-    if returns is not None and (awr or mode["pretrain_critic"]):
+    if returns is not None and (awr or mode.pretrain_critic):
         critic = getattr(trainer.optimizer, "critic", None)
         if not isinstance(critic, ValueNetwork):  # POCA's critic is multi-agent; AWR gets its own
             critic = ValueNetwork(["extrinsic"], behavior_spec(data.layout).observation_specs,
@@ -121,12 +122,12 @@ def train(plan: RunPlan, data: Dataset, results_dir: Path, run_id: str,
         if critic is not None:
             critic.update_normalization(buf)
 
-    lr = mode["learning_rate"] or settings.hyperparameters.learning_rate
+    lr = mode.learning_rate or settings.hyperparameters.learning_rate
     schedule = getattr(settings.hyperparameters, "learning_rate_schedule", ScheduleType.CONSTANT)
     decay = ModelUtils.DecayedValue(schedule, lr, 1e-10, plan.max_steps)
     params = list(actor.parameters()) + (list(critic.parameters()) if critic is not None else [])
     optim = torch.optim.Adam(params, lr=lr)
-    batch = min(mode["batch_size"], len(tr))
+    batch = min(mode.batch_size, len(tr))
     summary_freq = settings.summary_freq
     checkpoint_interval = settings.checkpoint_interval
     reporter = StatsReporter(behavior)
@@ -193,7 +194,7 @@ def imitation_error(actor, obs: list[torch.Tensor], actions: torch.Tensor) -> to
     return -torch.cat(picked, dim=1).sum(dim=1)
 
 
-def _update(actor, critic, mb: _Split, optim, awr: bool, mode: dict) -> dict[str, float]:
+def _update(actor, critic, mb: _Split, optim, awr: bool, mode: ModeConfig) -> dict[str, float]:
     out: dict[str, float] = {}
     err = imitation_error(actor, mb.obs, mb.actions)
     loss_value = None
@@ -203,8 +204,8 @@ def _update(actor, critic, mb: _Split, optim, awr: bool, mode: dict) -> dict[str
         out[VALUE_LOSS] = loss_value.item()
     if awr and critic is not None:
         adv = (mb.returns - values).detach()
-        scale = adv.std().clamp_min(1e-6) * mode["awr_temperature"]
-        weights = torch.exp(adv / scale).clamp(max=mode["awr_max_weight"])
+        scale = adv.std().clamp_min(1e-6) * mode.awr_temperature
+        weights = torch.exp(adv / scale).clamp(max=mode.awr_max_weight)
         bc_loss = (weights * err).sum() / weights.sum()
         out["Offline/AWR Mean Weight"] = weights.mean().item()
     else:

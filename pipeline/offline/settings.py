@@ -4,8 +4,10 @@ See conf/mode/*.yaml for the defaults and why they were chosen; `pipeline.config
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Optional
+
+from pipeline.config.ranges import check_ranges
 
 MODES = ("online", "offline", "hybrid")
 METHODS = ("bc", "awr")
@@ -30,3 +32,8 @@ class ModeConfig:
     # hybrid only: keep ML-Agents' behavioral_cloning term on the demonstrations during fine-tuning.
     bc_strength: float = 0.0
     bc_steps: int = 0  # steps over which that term anneals to 0 (0: constant), as in ML-Agents
+
+    def validate(self) -> None:
+        """Its numbers against the range table, after `offline.validate.check_mode` (whose messages are more
+        specific, and which reads the dataset against the asset)."""
+        check_ranges({"mode": asdict(self)}, sections=("mode",))

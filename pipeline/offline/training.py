@@ -29,7 +29,7 @@ from pipeline.training.session import TrainingOutcome
 
 def dataset_for(plan: RunPlan) -> Dataset:
     order = tuple(n for n, _ in plan.world.spec.observations) if plan.simulation else None
-    return load(plan.cfg["mode"]["dataset_path"], layout_of_asset(plan.cfg["asset"], order))
+    return load(plan.config.mode.dataset_path, layout_of_asset(plan.config.asset, order))
 
 
 def log_dataset(data: Dataset, context: str = "training") -> None:
@@ -53,10 +53,10 @@ def train(plan: RunPlan, results_root: Path, run_id: str, data: Dataset) -> Trai
 def pretrain(plan: RunPlan, results_root: Path, run_id: str, data: Dataset) -> TrainingOutcome:
     """hybrid, first phase, in the active run `run_id` (the pretrain child): mode.pretrain_steps samples of
     offline learning; its checkpoint and policy are logged to that run."""
-    mode = plan.cfg["mode"]
-    pretrain_plan = dataclasses.replace(plan, max_steps=mode["pretrain_steps"])
+    mode = plan.config.mode
+    pretrain_plan = dataclasses.replace(plan, max_steps=mode.pretrain_steps)
     log_dataset(data)
-    runs.log_params({"phase": "pretrain", "max_steps": pretrain_plan.max_steps, "mode": mode})
+    runs.log_params({"phase": "pretrain", "max_steps": pretrain_plan.max_steps, "mode": dataclasses.asdict(mode)})
     writers = [MLflowStatsWriter(run_id, plan.behavior_name),
                learner.OfflineProgressWriter(pretrain_plan.max_steps, "pretrain")]
     pre = learner.train(pretrain_plan, data, results_root, run_id, writers)
@@ -69,22 +69,22 @@ def pretrain(plan: RunPlan, results_root: Path, run_id: str, data: Dataset) -> T
 
 def finetune_plan(plan: RunPlan, pre: TrainingOutcome, data: Dataset) -> RunPlan:
     """hybrid, second phase's plan: the configured algorithm initialised from the pre-trained checkpoint."""
-    mode = plan.cfg["mode"]
-    algorithm = copy.deepcopy(plan.cfg["algorithm"])
+    mode = plan.config.mode
+    algorithm = copy.deepcopy(plan.config.algorithm)
     algorithm["init_path"] = str(pre.checkpoint_path)  # ML-Agents' TorchModelSaver loads Policy, critic ...
-    if mode["bc_strength"] > 0:
+    if mode.bc_strength > 0:
         # ML-Agents' behavioral_cloning reads .demo files only: convert the dataset next to the checkpoint.
         demo = unity_demo.write(pre.results_dir / "demonstrations.demo", data, name=plan.asset_id)
-        algorithm["behavioral_cloning"] = {"demo_path": str(demo), "strength": mode["bc_strength"],
-                                           "steps": mode["bc_steps"]}
-    return dataclasses.replace(plan, cfg={**plan.cfg, "algorithm": algorithm})
+        algorithm["behavioral_cloning"] = {"demo_path": str(demo), "strength": mode.bc_strength,
+                                           "steps": mode.bc_steps}
+    return dataclasses.replace(plan, config=dataclasses.replace(plan.config, algorithm=algorithm))
 
 
 def finetune(online_plan: RunPlan, results_root: Path, train_run_id: str, run_id: str) -> TrainingOutcome:
     """hybrid, second phase, in the active run `run_id` (the finetune child). ML-Agents writes under the train
     run's id, and the statistics also go to the train run, so it reads like an online run."""
     runs.log_params({"phase": "finetune", "max_steps": online_plan.max_steps,
-                     "algorithm": online_plan.cfg["algorithm"]})
+                     "algorithm": online_plan.config.algorithm})
     writers = [MLflowStatsWriter(run_id, online_plan.behavior_name),
                MLflowStatsWriter(train_run_id, online_plan.behavior_name), ProgressWriter(online_plan.max_steps)]
     outcome = mlagents_trainer.train(online_plan, results_root, train_run_id, writers)

@@ -30,23 +30,23 @@ class BuildResult:
 
 
 def build(plan: RunPlan) -> BuildResult:
-    if (plan.cfg.get("build") or {}).get("unity_project") and not plan.cfg.get("env_path"):
+    if plan.config.build.unity_project and not plan.config.env_path:
         return _editor_build(plan)
-    if player_path(plan.cfg):
+    if player_path(plan.config):
         return _existing_player(plan)
     return _simulation(plan)
 
 
 def _editor_build(plan: RunPlan) -> BuildResult:
-    settings = plan.cfg["build"]
+    settings = plan.config.build
     editor.check_settings(settings)  # bad settings: a ConfigError before any run exists
-    output = build_output_path(plan.cfg)
+    output = build_output_path(plan.config)
     with stage_run("build", experiment_for(plan), f"build-{plan.asset_id}", plan_tags(plan),
                    adopt_run_id=plan.adopted_run_id) as run:
         with tempfile.TemporaryDirectory() as tmp:
             log = Path(tmp) / "Editor.log"
-            print(f"build: Unity editor building {settings['unity_project']} -> {output} "
-                  f"(timeout {settings['timeout_s']}s)", flush=True)
+            print(f"build: Unity editor building {settings.unity_project} -> {output} "
+                  f"(timeout {settings.timeout_s}s)", flush=True)
             try:
                 made = editor.build_player(settings, output, log)
             finally:
@@ -57,7 +57,7 @@ def _editor_build(plan: RunPlan) -> BuildResult:
                   "build.skipped": str(made.skipped).lower()})
         mlflow.log_metric("build/seconds", made.seconds)
         what = "unchanged inputs, reusing" if made.skipped else "built"
-        description = f"Unity player {made.player} ({what}; {settings['build_target']})"
+        description = f"Unity player {made.player} ({what}; {settings.build_target})"
         result = BuildResult(run.info.run_id, description, made.player_hash)
         mlflow.log_dict({**asdict(result), "inputs_hash": made.inputs_hash, "skipped": made.skipped},
                         "environment.json")
@@ -66,10 +66,10 @@ def _editor_build(plan: RunPlan) -> BuildResult:
 
 
 def _existing_player(plan: RunPlan) -> BuildResult:
-    player = check_player(player_path(plan.cfg))
+    player = check_player(player_path(plan.config))
     fingerprint = editor.player_hash(player)
-    description = (f"Unity player {player} for behavior {plan.behavior_name}, {plan.cfg['env']['num_envs']} workers "
-                   f"x {plan.cfg['env']['num_areas']} areas (no Unity project configured: not rebuilt)")
+    description = (f"Unity player {player} for behavior {plan.behavior_name}, {plan.config.env.num_envs} workers "
+                   f"x {plan.config.env.num_areas} areas (no Unity project configured: not rebuilt)")
     with stage_run("build", experiment_for(plan), f"build-{plan.asset_id}", plan_tags(plan),
                    adopt_run_id=plan.adopted_run_id) as run:
         set_tags({"environment.fingerprint": fingerprint, "player.sha256": fingerprint, "player.path": str(player)})
@@ -87,7 +87,7 @@ def _simulation(plan: RunPlan) -> BuildResult:
     spec = world.spec
     description = (f"built-in simulation '{plan.simulation}' ({world.__name__}): behavior {spec.behavior_name}, "
                    f"sensors {spec.observation_space}, {spec.describe_actions()}, "
-                   f"{plan.cfg['env']['num_envs']} workers x {plan.cfg['env']['num_areas']} areas "
+                   f"{plan.config.env.num_envs} workers x {plan.config.env.num_areas} areas "
                    "(no Unity build configured: set env_path to train on a player, or build.unity_project "
                    "and build.editor_path to build one)")
     with stage_run("build", experiment_for(plan), f"build-{plan.asset_id}", plan_tags(plan),

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 import tempfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -50,7 +50,7 @@ def resolve_policy(policy: str, plan: RunPlan, download_dir: Path) -> tuple[Path
 
 
 def evaluate(plan: RunPlan, policy: str) -> EvaluateResult:
-    ev = plan.cfg["evaluation"]
+    ev = plan.config.evaluation
     if plan.simulation is None:
         raise ConfigError(f"evaluate: asset {plan.asset_id} has no built-in simulation to play episodes in; "
                           "set asset.source.simulation to the simulation of the same behavior (e.g. nav)")
@@ -61,25 +61,25 @@ def evaluate(plan: RunPlan, policy: str) -> EvaluateResult:
         onnx_path, source_run = resolve_policy(policy, plan, Path(tmp))
         contract = check_policy(onnx_path, tuple(size for _, size in world.spec.observations), world.spec.action_size,
                                 world.spec.action_branches)
-        tags = {**plan_tags(plan), "eval.policy": policy, "eval.deterministic": str(ev["deterministic"]).lower()}
+        tags = {**plan_tags(plan), "eval.policy": policy, "eval.deterministic": str(ev.deterministic).lower()}
         if source_run:
             tags["pipeline.train_run_id"] = source_run
         with stage_run("evaluate", experiment, f"evaluate-{plan.asset_id}", tags,
                        adopt_run_id=plan.adopted_run_id) as run:
-            runs.log_params({"evaluation": ev, "onnx.opset": contract.opset, "onnx.inputs": contract.inputs})
-            results = {"policy": rollout.run_episodes(world, rollout.onnx_policy(onnx_path, ev["deterministic"]),
-                                                      ev["episodes"], ev["seed"], trace=4)}
-            if ev["baselines"]:
-                results["random"] = rollout.run_episodes(world, rollout.random_policy_for(world, ev["seed"]),
-                                                         ev["episodes"], ev["seed"])
-                results["heuristic"] = rollout.run_episodes(world, world.heuristic, ev["episodes"], ev["seed"])
+            runs.log_params({"evaluation": asdict(ev), "onnx.opset": contract.opset, "onnx.inputs": contract.inputs})
+            results = {"policy": rollout.run_episodes(world, rollout.onnx_policy(onnx_path, ev.deterministic),
+                                                      ev.episodes, ev.seed, trace=4)}
+            if ev.baselines:
+                results["random"] = rollout.run_episodes(world, rollout.random_policy_for(world, ev.seed),
+                                                         ev.episodes, ev.seed)
+                results["heuristic"] = rollout.run_episodes(world, world.heuristic, ev.episodes, ev.seed)
             metrics = results["policy"].metrics("eval")
             for name in ("random", "heuristic"):
                 if name in results:
                     metrics.update(results[name].metrics(f"baseline/{name}"))
             mlflow.log_metrics(metrics)
             out = Path(tmp)
-            title = f"{plan.behavior_name}: {ev['episodes']} seeded episodes (seed {ev['seed']})"
+            title = f"{plan.behavior_name}: {ev.episodes} seeded episodes (seed {ev.seed})"
             mlflow.log_artifact(str(plots.eval_comparison(results, title, out / "eval_comparison.png")))
             mlflow.log_artifact(str(plots.trajectories(results["policy"].traces,
                                                        f"{plan.behavior_name}: policy episodes",

@@ -26,13 +26,13 @@ def train(plan: RunPlan, results_root: Path, run_id: str, data: Dataset) -> Trai
             pre = offline_training.pretrain(plan, results_root, pretrain_id, data)
             if pre.interrupted:
                 raise StageInterrupted(f"pre-training stopped at sample {pre.steps:,} of "
-                                       f"{plan.cfg['mode']['pretrain_steps']:,}")
+                                       f"{plan.config.mode.pretrain_steps:,}")
     except StageInterrupted:
         return pre
 
     online_plan = offline_training.finetune_plan(plan, pre, data)
     mlflow.set_tags({"pipeline.pretrain_run_id": pretrain_id,
-                     "hybrid.init_path": online_plan.cfg["algorithm"]["init_path"]})
+                     "hybrid.init_path": online_plan.config.algorithm["init_path"]})
     try:
         with stage_run("train.finetune", experiment, f"finetune-{plan.asset_id}-{plan.algorithm}-s{plan.seed}",
                        tags) as child:

@@ -47,7 +47,7 @@ def resumed_parent(train_run_id: Optional[str], adopted_run_id: Optional[str] = 
 
 
 def run_pipeline(plan: RunPlan) -> PipelineResult:
-    stages = plan.cfg["stages"]
+    stages = plan.config.stages
     resume_from = train.resume_point(plan)  # resolved once, before any run is opened
     with stage_run("main", experiment_for(plan), f"{plan.asset_id}-{plan.algorithm}-s{plan.seed}",
                    {**plan_tags(plan), **runs.code_version()},

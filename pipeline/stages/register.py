@@ -20,7 +20,7 @@ import mlflow
 from pipeline.config.plan import RunPlan
 from pipeline.registry import lineage, mlflow_registry, policy_model, vertex_mirror, vertex_target
 from pipeline.registry.gate import Evaluation, Verdict, judge
-from pipeline.registry.settings import RegistryConfig, registry_config
+from pipeline.registry.settings import RegistryConfig
 from pipeline.stages.common import experiment_for, plan_tags
 from pipeline.tracking import runs
 from pipeline.tracking.runs import stage_run
@@ -47,7 +47,7 @@ def registered_model_name(plan: RunPlan) -> str:
 
 
 def register(plan: RunPlan, train_run_id: str, eval_metrics: Optional[dict] = None) -> RegisterResult:
-    reg = registry_config(plan.cfg["registry"])
+    reg = plan.config.registry
     client = mlflow.MlflowClient()
     experiment = experiment_for(plan)
     with tempfile.TemporaryDirectory(prefix="register-") as tmp:

@@ -39,12 +39,12 @@ class TrainResult:
 def resume_point(plan: RunPlan) -> tuple[str, Path] | None:
     """The interrupted training `resume=` names (its run id and results directory), or None without `resume`.
     Decided before any run is touched: a bad resume changes nothing."""
-    if not plan.cfg.get("resume"):
+    if not plan.config.resume:
         return None
     if plan.mode != "online":
         raise ConfigError(f"resume: only online training resumes; mode={plan.mode} restarts from its dataset")
-    root = Path(plan.cfg["results_dir"])  # this machine's: a checkpoint uploaded by another lands here
-    return resume.resumable_run(plan.cfg["resume"], plan.asset_id, experiment_for(plan),
+    root = Path(plan.config.results_dir)  # this machine's: a checkpoint uploaded by another lands here
+    return resume.resumable_run(plan.config.resume, plan.asset_id, experiment_for(plan),
                                 results_root=root if root.is_absolute() else REPO_ROOT / root)
 
 
@@ -57,7 +57,7 @@ def train(plan: RunPlan, build_run_id: str | None = None,
     if build_run_id:
         tags["pipeline.build_run_id"] = build_run_id
     experiment = experiment_for(plan)
-    resume_id, results_root = None, Path(plan.cfg["results_dir"])
+    resume_id, results_root = None, Path(plan.config.results_dir)
     results_root = results_root if results_root.is_absolute() else REPO_ROOT / results_root
     resume_from = resume_from or resume_point(plan)
     if resume_from:
@@ -122,7 +122,7 @@ def _log_outputs(plan: RunPlan, run_id: str, outcome) -> None:
         raise RuntimeError(f"ML-Agents did not export {outcome.onnx_path}; see {run_logs}")
     mlflow.log_artifact(str(outcome.onnx_path), UNITY_POLICY_DIR)
     # The mlflow.onnx model, with a signature from the asset's sensors, served as the deterministic actions.
-    policy_model.log_policy_model(outcome.onnx_path, plan.behavior_name, plan.cfg["asset"]["observation_space"],
+    policy_model.log_policy_model(outcome.onnx_path, plan.behavior_name, plan.config.asset.observation_space,
                                   MODEL_NAME)
 
     client = mlflow.MlflowClient()

@@ -45,7 +45,7 @@ class SimulationEnvFactory:
 def env_manager(plan, options: RunOptions, log_folder: Path) -> EnvManager:
     """The run's env manager; a Unity player's workers start here, `log_folder` receives the player logs."""
     factory = for_plan(plan, log_folder)
-    num_envs = plan.cfg["env"]["num_envs"]
+    num_envs = plan.config.env.num_envs
     if isinstance(factory, SimulationEnvFactory) and fast_paths_enabled():
         return in_process_env.for_simulation(factory.simulation, num_envs, factory.num_areas, factory.seed)
     return SubprocessEnvManager(factory, options, num_envs)
@@ -55,7 +55,7 @@ def for_plan(plan, log_folder: Path) -> EnvFactory:
     """The factory for this run; `log_folder` (ML-Agents' run_logs) receives the player logs."""
     from pipeline.unity.player import PlayerPathError, check_player, player_path
 
-    path = player_path(plan.cfg)
+    path = player_path(plan.config)
     env = plan.config.env
     if path is None:
         return SimulationEnvFactory(plan.simulation, env.num_areas, plan.seed)

@@ -18,9 +18,12 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional
+from typing import TYPE_CHECKING, Iterable, Optional
 
 from pipeline.config.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pipeline.unity.settings import BuildConfig
 
 STAMP_NAME = ".pipeline-build.json"  # next to the player: the inputs hash it was built from
 INPUT_DIRS = ("Assets", "ProjectSettings")
@@ -47,30 +50,30 @@ class EditorBuild:
     seconds: float
 
 
-def check_settings(build: Mapping[str, Any]) -> tuple[Path, Path]:
+def check_settings(build: BuildConfig) -> tuple[Path, Path]:
     """The project and editor, or a ConfigError naming the build.* key; before any run is created."""
-    project = Path(build["unity_project"]).expanduser()
+    project = Path(build.unity_project).expanduser()
     if not (project / "Assets").is_dir() or not (project / "ProjectSettings").is_dir():
-        raise ConfigError(f"build.unity_project={build['unity_project']}: not a Unity project "
+        raise ConfigError(f"build.unity_project={build.unity_project}: not a Unity project "
                           "(it needs Assets/ and ProjectSettings/)")
-    if not build.get("editor_path"):
+    if not build.editor_path:
         raise ConfigError("build.editor_path must name the Unity editor executable to build "
-                          f"{build['unity_project']} (e.g. ~/Unity/Hub/Editor/<version>/Editor/Unity)")
-    editor = Path(build["editor_path"]).expanduser()
+                          f"{build.unity_project} (e.g. ~/Unity/Hub/Editor/<version>/Editor/Unity)")
+    editor = Path(build.editor_path).expanduser()
     if not editor.is_file() or not os.access(editor, os.X_OK):
         problem = "not executable" if editor.is_file() else "no such file"
-        raise ConfigError(f"build.editor_path={build['editor_path']}: {problem}; give the Unity editor executable")
-    if build["timeout_s"] <= 0:
-        raise ConfigError(f"build.timeout_s must be > 0, got {build['timeout_s']}")
-    if not build.get("execute_method") and build["build_target"] not in PLAYER_FLAGS:
-        raise ConfigError(f"build.build_target={build['build_target']} needs build.execute_method (the editor "
+        raise ConfigError(f"build.editor_path={build.editor_path}: {problem}; give the Unity editor executable")
+    if build.timeout_s <= 0:
+        raise ConfigError(f"build.timeout_s must be > 0, got {build.timeout_s}")
+    if not build.execute_method and build.build_target not in PLAYER_FLAGS:
+        raise ConfigError(f"build.build_target={build.build_target} needs build.execute_method (the editor "
                           f"has built-in player builds only for {', '.join(PLAYER_FLAGS)})")
     return project.absolute(), editor.absolute()
 
 
-def inputs_hash(project: Path, build: Mapping[str, Any]) -> str:
+def inputs_hash(project: Path, build: BuildConfig) -> str:
     h = hashlib.sha256()
-    settings = {k: build.get(k) for k in ("build_target", "execute_method", "extra_args")}
+    settings = {k: getattr(build, k) for k in ("build_target", "execute_method", "extra_args")}
     h.update(json.dumps(settings, sort_keys=True).encode())
     files = [f for d in INPUT_DIRS for f in sorted((project / d).rglob("*")) if f.is_file()]
     files += [project / f for f in INPUT_FILES if (project / f).is_file()]
@@ -98,40 +101,40 @@ def _hash_files(h, files: Iterable[Path], root: Path) -> None:
         h.update(b"\0")
 
 
-def editor_command(editor: Path, project: Path, build: Mapping[str, Any], output: Path, log: Path) -> list[str]:
+def editor_command(editor: Path, project: Path, build: BuildConfig, output: Path, log: Path) -> list[str]:
     cmd = [str(editor), "-batchmode", "-nographics", "-quit", "-projectPath", str(project),
-           "-buildTarget", build["build_target"]]
-    if build.get("execute_method"):
-        cmd += ["-executeMethod", build["execute_method"], "-customBuildPath", str(output)]
+           "-buildTarget", build.build_target]
+    if build.execute_method:
+        cmd += ["-executeMethod", build.execute_method, "-customBuildPath", str(output)]
     else:
-        cmd += [PLAYER_FLAGS[build["build_target"]], str(output)]
-    return cmd + ["-logFile", str(log)] + list(build.get("extra_args") or [])
+        cmd += [PLAYER_FLAGS[build.build_target], str(output)]
+    return cmd + ["-logFile", str(log)] + list(build.extra_args or [])
 
 
-def build_player(build: Mapping[str, Any], output: Path, log: Path) -> EditorBuild:
+def build_player(build: BuildConfig, output: Path, log: Path) -> EditorBuild:
     project, editor = check_settings(build)
     started = time.monotonic()
     digest = inputs_hash(project, build)
     stamp = output.parent / STAMP_NAME
-    if not build.get("force") and output.exists() and stamp.is_file():
+    if not build.force and output.exists() and stamp.is_file():
         previous = json.loads(stamp.read_text())
         if previous.get("inputs_hash") == digest and previous.get("player_hash") == player_hash(output):
             return EditorBuild(output, None, digest, previous["player_hash"], True, time.monotonic() - started)
     output.parent.mkdir(parents=True, exist_ok=True)
     log.parent.mkdir(parents=True, exist_ok=True)
     cmd = editor_command(editor, project, build, output, log)
-    code = run_with_timeout(cmd, build["timeout_s"])
+    code = run_with_timeout(cmd, build.timeout_s)
     text = log.read_text(errors="replace") if log.is_file() else ""
     errors = [line.strip() for line in text.splitlines() if ERROR_LINE.search(line)]
-    where = f"the Unity editor building {project} for {build['build_target']}"
+    where = f"the Unity editor building {project} for {build.build_target}"
     if code is None:
-        raise BuildFailed(f"{where} did not finish within build.timeout_s={build['timeout_s']}s and was stopped; "
+        raise BuildFailed(f"{where} did not finish within build.timeout_s={build.timeout_s}s and was stopped; "
                           f"editor log: {log}" + _first(errors))
     if code != 0 or errors and not output.exists():
         raise BuildFailed(f"{where} failed with exit code {code}" + (_first(errors) or f"; see the editor log {log}"))
     if not output.exists():
         raise BuildFailed(f"{where} exited 0 but wrote no player at {output}; does "
-                          f"{build.get('execute_method') or 'the build'} honour -customBuildPath? editor log: {log}")
+                          f"{build.execute_method or 'the build'} honour -customBuildPath? editor log: {log}")
     result = EditorBuild(output, log, digest, player_hash(output), False, time.monotonic() - started)
     stamp.write_text(json.dumps({"inputs_hash": digest, "player_hash": result.player_hash}, indent=2))
     return result

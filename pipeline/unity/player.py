@@ -4,7 +4,10 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import TYPE_CHECKING, Optional
+
+if TYPE_CHECKING:
+    from pipeline.config.schema import PipelineConfig
 
 # What `mlagents_envs.env_utils.validate_environment_path` accepts without an extension on each platform.
 PLAYER_SUFFIXES = {"linux": (".x86_64", ".x86"), "darwin": (".app",), "win32": (".exe",)}
@@ -21,26 +24,25 @@ class PlayerPathError(ValueError):
     """The message says what is wrong with the file; the caller prefixes the config key."""
 
 
-def player_path(cfg: Mapping[str, Any]) -> Optional[str]:
+def player_path(config: PipelineConfig) -> Optional[str]:
     """The player a run trains on: env_path, else an asset whose source is a Unity build, else the editor build's
     output."""
-    if cfg.get("env_path"):
-        return str(cfg["env_path"])
-    source = cfg["asset"]["source"]
-    if source.get("kind") == "unity":
-        return source.get("build_path")
-    build = cfg.get("build") or {}
-    if build.get("unity_project"):
-        return str(build_output_path(cfg))
+    if config.env_path:
+        return str(config.env_path)
+    source = config.asset.source
+    if source.kind == "unity":
+        return source.build_path
+    if config.build.unity_project:
+        return str(build_output_path(config))
     return None
 
 
-def build_output_path(cfg: Mapping[str, Any]) -> Path:
-    build = cfg["build"]
-    if build.get("output_path"):
-        return Path(build["output_path"]).expanduser().absolute()
-    asset_id = cfg["asset"]["asset_id"]
-    suffix = {"StandaloneLinux64": ".x86_64", "StandaloneOSX": ".app"}.get(build["build_target"], ".exe")
+def build_output_path(config: PipelineConfig) -> Path:
+    build = config.build
+    if build.output_path:
+        return Path(build.output_path).expanduser().absolute()
+    asset_id = config.asset.asset_id
+    suffix = {"StandaloneLinux64": ".x86_64", "StandaloneOSX": ".app"}.get(build.build_target, ".exe")
     return (Path("builds") / asset_id / f"{asset_id}{suffix}").absolute()
 
 

@@ -4,8 +4,10 @@ Nothing here is needed to train on a player you built yourself (`env_path=...`);
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import List, Optional
+
+from pipeline.config.ranges import check_ranges
 
 
 @dataclass
@@ -21,3 +23,7 @@ class BuildConfig:
     timeout_s: int = 3600  # the editor is killed after this long and the build fails
     extra_args: List[str] = field(default_factory=list)  # more editor arguments, e.g. ["-username", "..."]
     force: bool = False  # rebuild even when the project's inputs are unchanged
+
+    def validate(self) -> None:
+        """Its numbers now; the project and the editor are checked when the build stage runs (unity/editor.py)."""
+        check_ranges({"build": asdict(self)}, sections=("build",))
