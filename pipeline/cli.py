@@ -13,6 +13,7 @@ import traceback
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from pipeline import startup_gc
 from pipeline.config.errors import ConfigError, ServiceUnavailable, exit_code
 from pipeline.redaction import redact_uri
 
@@ -159,6 +160,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    startup_gc.pause()  # until the stage's run starts: imports and config, no cyclic garbage to find
     args = parser().parse_args(argv)
     if args.stage == "reap":
         _reap(args.experiment, args.older_than)

@@ -11,6 +11,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 import pipeline.config.schema  # noqa: F401  (registers the schema in Hydra's ConfigStore)
+from pipeline import startup_gc
 from pipeline.cli import reported
 from pipeline.config.command_line import CONFIG_NAME, CONFIG_PATH, check_command_line
 from pipeline.config.plan import build_plan
@@ -35,6 +36,7 @@ def _app(cfg: DictConfig) -> float:
 
 
 def main() -> None:
+    startup_gc.pause()  # until the first stage's run starts (pipeline/startup_gc.py)
     with reported():  # a refused class: `error: ...`, exit code 2, before any run or file exists
         check_command_line(sys.argv[1:])
     _app()

@@ -6,7 +6,10 @@ the mlflow.onnx model, then its pyfunc loader swapped for ours.
 """
 from __future__ import annotations
 
+import contextlib
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -68,11 +71,37 @@ def log_policy_model(onnx_path: Path, behavior: str, observation_space: dict[str
     text = description(behavior, sensors, outputs)
     # Requirements given, not inferred: inference loads the model in a subprocess to watch its imports
     # (~5 s per run) and for an ONNX graph always finds the same packages.
-    return Model.log(artifact_path=None, name=name, flavor=sys.modules[__name__], onnx_model=graph,
-                     signature=signature, input_example=example,
-                     pip_requirements=[*mlflow.onnx.get_default_pip_requirements(), "pandas"],
-                     metadata={"description": text, "unity_behavior": behavior, "served_outputs": outputs},
-                     code_paths=[str(LOADER)], save_as_external_data=False)  # one file, like Unity's
+    requirements = [*mlflow.onnx.get_default_pip_requirements(), "pandas"]
+    with _only_packages(["mlflow", *(r.split("==")[0] for r in requirements)]):
+        return Model.log(artifact_path=None, name=name, flavor=sys.modules[__name__], onnx_model=graph,
+                         signature=signature, input_example=example, pip_requirements=requirements,
+                         metadata={"description": text, "unity_behavior": behavior, "served_outputs": outputs},
+                         code_paths=[str(LOADER)], save_as_external_data=False)  # one file, like Unity's
+
+
+_PACKAGE_MAP = threading.Lock()
+
+
+@contextlib.contextmanager
+def _only_packages(packages: list[str]) -> Iterator[None]:
+    """MLflow checks given requirements against the installed versions through a map of every installed
+    distribution's modules, built on first use by reading all their file lists (~0.5-1 s of CPU, most of
+    logging this model). The requirements here are pinned to installed versions already (MLflow's own
+    pins); the check only needs to find these packages, so the map holds them alone while the model is
+    logged, and MLflow builds its full one if anything else needs it later. A change in MLflow's private
+    names leaves MLflow's own behaviour."""
+    from mlflow.utils import requirements_utils as reqs
+
+    with _PACKAGE_MAP:
+        if getattr(reqs, "_MODULES_TO_PACKAGES", False) is not None or \
+                getattr(reqs, "_PACKAGES_TO_MODULES", False) is not None:
+            yield  # built already in this process (or MLflow changed): nothing to save
+            return
+        reqs._MODULES_TO_PACKAGES = {p: [p] for p in packages}  # these import as their own names
+        try:
+            yield
+        finally:
+            reqs._MODULES_TO_PACKAGES = reqs._PACKAGES_TO_MODULES = None
 
 
 def save_model(path: str, mlflow_model: Model, onnx_model: onnx.ModelProto, **kwargs) -> None:

@@ -9,6 +9,7 @@ from typing import Any, Iterator, Mapping, Optional
 import mlflow
 from mlflow.entities import Param, RunStatus, RunTag
 
+from pipeline import startup_gc
 from pipeline.paths import REPO_ROOT
 from pipeline.redaction import redact_uri
 
@@ -45,6 +46,7 @@ def stage_run(stage: str, experiment_id: str, run_name: str, tags: Mapping[str, 
         if nested:  # a child lives in its parent's experiment, whichever the caller's config names
             experiment_id = mlflow.active_run().info.experiment_id
         run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, nested=nested, tags=tags)
+    startup_gc.resume()  # the stage's work starts: collector back on, the start-up's objects frozen
     try:
         yield run
     except (KeyboardInterrupt, StageInterrupted) as exc:

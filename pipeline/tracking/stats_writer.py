@@ -1,18 +1,20 @@
 """ML-Agents StatsWriters that stream training statistics to MLflow and to the console.
 
 `MLflowStatsWriter` is also published as an `mlagents.stats_writer` plugin (see pyproject.toml),
-so plain `mlagents-learn` logs to MLflow too once this package is installed.
+so plain `mlagents-learn` logs to MLflow too once this package is installed. MLflow is imported only by a
+writer that logs to it: `mlagents-learn` loads this plugin on every run, opted in or not.
 """
 from __future__ import annotations
 
 import os
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlagents.trainers.stats import StatsReporter, StatsSummary, StatsWriter
-from mlflow.entities import Metric
-from mlflow.tracking import MlflowClient
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
 
 STEPS_PER_SECOND = "Environment/Steps per Second"
 GROUP_REWARD = "Environment/Group Cumulative Reward"  # ML-Agents' POCA trainer records it per group episode
@@ -42,7 +44,11 @@ class MLflowStatsWriter(StatsWriter):
                  resumed: bool = False):
         self.run_id = run_id
         self.primary = primary_category
-        self.client = client or MlflowClient()
+        if client is None:
+            from mlflow.tracking import MlflowClient
+
+            client = MlflowClient()
+        self.client = client
         self._rate = _Rate()
         # A resumed training replays the steps since its last checkpoint; the killed attempt already
         # logged those summaries, so each key continues after its last logged step (no duplicates).
@@ -57,6 +63,8 @@ class MLflowStatsWriter(StatsWriter):
         return key if category == self.primary or self.primary is None else f"{category}/{key}"
 
     def write_stats(self, category: str, values: dict[str, StatsSummary], step: int) -> None:
+        from mlflow.entities import Metric
+
         now = int(time.time() * 1000)
         metrics = [Metric(self._key(category, k), float(v.aggregated_value), now, step)
                    for k, v in values.items() if v.num > 0 and k not in HIDDEN]
