@@ -45,6 +45,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--webhook-timeout", type=float, default=10.0)
     p.add_argument("--on-stop", choices=("cancel", "finish"), default="cancel",
                    help="on SIGTERM/SIGINT: cancel running jobs (they save and end KILLED) or let them finish")
+    p.add_argument("--prestart-seconds", type=float, default=15.0, metavar="S",
+                   help="start a fire's local job processes this long before its minute, so each creates its MLflow "
+                        "run right at the minute (0: start them at the minute)")
     p.add_argument("--experiment-name", default="unity-mlagents")
     p.add_argument("--list", type=int, nargs="?", const=5, metavar="N",
                    help="print the next N fires (default 5) and exit")
@@ -59,7 +62,8 @@ def main(argv=None) -> None:
             settings = RunnerSettings(state_path=args.state or default_state_path(),
                                       max_concurrent_jobs=args.max_concurrent_jobs, webhook_url=args.webhook_url,
                                       webhook_secret=os.environ.get("MLOPS_WEBHOOK_SECRET"),
-                                      webhook_timeout=args.webhook_timeout, on_stop=args.on_stop)
+                                      webhook_timeout=args.webhook_timeout, on_stop=args.on_stop,
+                                      prestart_seconds=args.prestart_seconds)
         except ValueError as exc:
             print(redact_uri(f"error: {exc}"), file=sys.stderr)
             sys.exit(2)

@@ -9,14 +9,16 @@ import contextlib
 import dataclasses
 import json
 import os
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from pipeline.launch.request import LaunchRequest
 
 RESULT_MARKER = "pipeline-result: "  # a result line on stdout, for executors that only see the logs (Ray jobs)
+READY_LINE = "ready: waiting to be told to go"  # on stderr, from a held request once it can create its runs at once
 
 
 def plan_for(request: LaunchRequest):
@@ -47,8 +49,44 @@ def as_dict(result: Any) -> Any:
     return asdict(result) if is_dataclass(result) else result
 
 
-def run_request(request: LaunchRequest, print_result: bool = False) -> Any:
-    """Run the request's entry point here; returns the stage's result (PipelineResult, TrainResult, ...)."""
+def entry_point(request: LaunchRequest) -> Callable[[Any], Any]:
+    """The request's stage as a function of its plan. Only the stage that runs is imported (the others pull in
+    onnxruntime, the registry, ...)."""
+    if request.stage == "main":
+        from pipeline.stages import pipeline
+
+        return pipeline.run_pipeline
+    if request.stage == "build":
+        from pipeline.stages import build
+
+        return build.build
+    if request.stage == "train":
+        from pipeline.stages import train
+
+        return lambda plan: train.train(plan)
+    if request.stage == "evaluate":
+        from pipeline.stages import evaluate
+
+        return lambda plan: evaluate.evaluate(plan, request.stage_args["policy"])
+    from pipeline.stages import register
+
+    return lambda plan: register.register(plan, request.stage_args["run_id"])
+
+
+def ready_then_wait(plan, go: TextIO) -> bool:
+    """A held request: open the tracking store now (creating a run is then one insert), then wait for the
+    launcher. True on a "go" line; False at end of input (released: its job will not run), having created
+    no run."""
+    from pipeline.stages.common import experiment_for
+
+    experiment_for(plan)
+    print(READY_LINE, file=sys.stderr, flush=True)
+    return go.readline().strip() == "go"
+
+
+def run_request(request: LaunchRequest, print_result: bool = False, go: TextIO | None = None) -> Any:
+    """Run the request's entry point here; returns the stage's result (PipelineResult, TrainResult, ...), or None
+    when a held request was released. go: where a held request waits for its "go" (default: stdin)."""
     with _environment(request.env):
         try:
             plan = plan_for(request)  # bad input stops here, before any run exists
@@ -56,29 +94,11 @@ def run_request(request: LaunchRequest, print_result: bool = False) -> Any:
             if request.run_id:  # a run made for it already (mlflow run --backend ray): it failed, say why
                 _fail(request.run_id, exc)
             raise
+        entry = entry_point(request)
+        if request.hold and not ready_then_wait(plan, go or sys.stdin):
+            return None
         adopted = request.run_id or (_child_of(request.parent_run_id, plan) if request.parent_run_id else None)
-        plan = dataclasses.replace(plan, adopted_run_id=adopted)
-        # Only the stage that runs is imported (the others pull in onnxruntime, the registry, ...).
-        if request.stage == "main":
-            from pipeline.stages import pipeline
-
-            result = pipeline.run_pipeline(plan)
-        elif request.stage == "build":
-            from pipeline.stages import build
-
-            result = build.build(plan)
-        elif request.stage == "train":
-            from pipeline.stages import train
-
-            result = train.train(plan)
-        elif request.stage == "evaluate":
-            from pipeline.stages import evaluate
-
-            result = evaluate.evaluate(plan, request.stage_args["policy"])
-        else:
-            from pipeline.stages import register
-
-            result = register.register(plan, request.stage_args["run_id"])
+        result = entry(dataclasses.replace(plan, adopted_run_id=adopted))
     data = as_dict(result)
     if request.result_json:
         Path(request.result_json).parent.mkdir(parents=True, exist_ok=True)

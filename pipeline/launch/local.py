@@ -12,6 +12,7 @@ import codecs
 import ctypes
 import json
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
+from pipeline.launch.inprocess import READY_LINE
 from pipeline.launch.request import LaunchRequest
 from pipeline.paths import REPO_ROOT
 
@@ -101,28 +103,93 @@ class LineTail:
         return list(self.lines)
 
 
+class Child:
+    """A request's child process, its stderr read from the start (a child waiting to go must not block on a
+    full pipe). A held child (`LocalProcessExecutor.start`) waits for `go()`, or ends at `release()`."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, request: LaunchRequest, tail: LineTail,
+                 tmp: str | None):
+        self.proc, self.request, self.tail, self.tmp = proc, request, tail, tmp
+        self.ready = asyncio.Event()  # a held child has said it can create its runs at once
+        self.pump = asyncio.get_running_loop().create_task(self._pump())
+
+    async def _pump(self) -> None:
+        assert self.proc.stderr is not None
+        while chunk := await self.proc.stderr.read(CHUNK):
+            self.tail.feed(chunk)
+            if not self.ready.is_set() and READY_LINE in self.tail.lines:
+                self.ready.set()
+
+    async def _tell(self, line: bytes) -> None:
+        """Write to a held child's stdin and close it: "go", or nothing (end of input: released)."""
+        if self.proc.stdin is None or self.proc.stdin.is_closing():
+            return
+        try:
+            if line:
+                self.proc.stdin.write(line)
+                await self.proc.stdin.drain()
+            self.proc.stdin.close()
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # it has already ended (its error is in its stderr and exit code)
+
+    async def go(self) -> None:
+        await self._tell(b"go\n")
+
+    async def release(self, grace_seconds: float = 10.0) -> int:
+        """The job will not run: end the child without it creating any run. A held child exits by itself at end of
+        input once it is ready; one still importing after `grace_seconds` gets SIGTERM (it has no run to end)."""
+        await self._tell(b"")
+        try:
+            code = await asyncio.wait_for(asyncio.shield(self.proc.wait()), grace_seconds)
+        except asyncio.TimeoutError:
+            self.proc.terminate()
+            code = await self.proc.wait()
+        await self.pump
+        self.cleanup()
+        return code
+
+    def cleanup(self) -> None:
+        if self.tmp is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            self.tmp = None
+
+
 class LocalProcessExecutor:
     def __init__(self, python: str = sys.executable, cwd: Path = REPO_ROOT,
                  echo: TextIO | None | Literal["stderr"] = "stderr"):
         self.python, self.cwd, self.echo = python, Path(cwd), echo
 
+    async def _spawn(self, request: LaunchRequest) -> Child:
+        tmp = None
+        if request.result_json is None:
+            tmp = tempfile.mkdtemp(prefix="launch-")
+            request = replace(request, result_json=str(Path(tmp) / "result.json"))
+        proc = await asyncio.create_subprocess_exec(
+            *child_command(self.python), cwd=str(self.cwd), env=child_environment(request),
+            stdin=asyncio.subprocess.PIPE if request.hold else asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE, preexec_fn=die_with_parent)
+        return Child(proc, request, LineTail(self.echo), tmp)
+
+    async def start(self, request: LaunchRequest) -> Child:
+        """Start the request's process ahead of its time: it checks its config, imports what it needs and opens
+        the tracking store, then waits. `run(request, held=child)` lets it go; `child.release()` ends it with no
+        run created."""
+        return await self._spawn(replace(request, hold=True))
+
     async def run(self, request: LaunchRequest, on_spawn: Callable[[int], None] | None = None,
-                  cancel: asyncio.Event | None = None) -> Outcome:
-        with tempfile.TemporaryDirectory(prefix="launch-") as tmp:
-            if request.result_json is None:
-                request = replace(request, result_json=str(Path(tmp) / "result.json"))
-            proc = await asyncio.create_subprocess_exec(
-                *child_command(self.python), cwd=str(self.cwd), env=child_environment(request),
-                stdin=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, preexec_fn=die_with_parent)
+                  cancel: asyncio.Event | None = None, held: Child | None = None) -> Outcome:
+        """Run the request in a child process (or let the `held` one `start` made go) until it ends."""
+        cancel = cancel or asyncio.Event()
+        if held is not None and cancel.is_set():
+            await held.release()
+            return Outcome("KILLED", None, "cancelled before it started")
+        child = held or await self._spawn(request)
+        proc = child.proc
+        try:
+            if held is not None:
+                await child.go()
             if on_spawn is not None:
                 on_spawn(proc.pid)
-            tail = LineTail(self.echo)
-            cancel = cancel or asyncio.Event()
-
-            async def pump() -> None:
-                assert proc.stderr is not None
-                while chunk := await proc.stderr.read(CHUNK):
-                    tail.feed(chunk)
 
             async def stop_on_cancel() -> None:
                 await cancel.wait()
@@ -131,7 +198,7 @@ class LocalProcessExecutor:
 
             watcher = asyncio.create_task(stop_on_cancel())
             try:
-                await pump()
+                await child.pump
                 code = await proc.wait()
             except asyncio.CancelledError:
                 if proc.returncode is None:
@@ -140,14 +207,16 @@ class LocalProcessExecutor:
                 raise
             finally:
                 watcher.cancel()
-            lines = tail.close()
-            result_path = Path(request.result_json)
+            lines = child.tail.close()
+            result_path = Path(child.request.result_json)
             if code == 0 and result_path.exists():
                 result = json.loads(result_path.read_text())
                 return Outcome(result.get("status", "FINISHED") if isinstance(result, dict) else "FINISHED",
                                result, exit_code=code, tail=lines)
             status = "KILLED" if code in KILLED_CODES or cancel.is_set() else "FAILED"
             return Outcome(status, None, error_of(lines) or f"exit code {code}", code, lines)
+        finally:
+            child.cleanup()
 
 
 def run_blocking(request: LaunchRequest, **kwargs: Any) -> Outcome:

@@ -40,6 +40,9 @@ class LaunchRequest:
     parent_run_id: str | None = None  # or: make the top run a child of this one (a sweep's parent)
     result_json: str | None = None  # where the result goes (a path on the node that runs it)
     env: dict[str, str] = field(default_factory=dict)  # environment variables for the process that runs it
+    # Started ahead of its time (a scheduled fire's child): check the config, import, open the tracking store,
+    # then create runs only on a "go" line on stdin; at end of input, exit having created none.
+    hold: bool = False
 
     def __post_init__(self) -> None:
         self.check()
@@ -63,6 +66,8 @@ class LaunchRequest:
             bad = [k for k, v in mapping.items() if not isinstance(k, str) or not isinstance(v, str)]
             if bad:
                 raise RequestError(f"{name}: keys and values must be strings; {bad[0]!r} is not")
+        if not isinstance(self.hold, bool):
+            raise RequestError(f"hold must be true or false, got {self.hold!r}")
         if not all(isinstance(o, str) for o in self.overrides):
             raise RequestError("overrides must be a list of strings")
         need = {"evaluate": "policy", "register": "run_id"}.get(self.stage)

@@ -15,12 +15,13 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.launch.job_specs import TrainingJob, TrainingJobResult
-from pipeline.launch.local import KILLED_CODES, LocalProcessExecutor
+from pipeline.launch.local import KILLED_CODES, Child, LocalProcessExecutor
+from pipeline.launch.request import LaunchRequest
 from pipeline.processes import process_start
 from pipeline.redaction import redact_uri
 from pipeline.scheduling.claims import JobRecord
@@ -82,21 +83,40 @@ class PipelineLauncher:
     def result_path(self, schedule_id: str, minute: str, asset_id: str) -> Path:
         return self.results_dir / schedule_id / minute.replace(":", "") / f"{asset_id}.json"
 
-    async def run(self, job: TrainingJob, schedule_id: str, minute: str,
-                  on_spawn: Callable[[int, str | None], None], cancel: asyncio.Event) -> TrainingJobResult:
-        asset_id = job.asset_spec.asset_id
-        result_json = self.result_path(schedule_id, minute, asset_id)
+    def _request(self, job: TrainingJob, schedule_id: str, minute: str) -> LaunchRequest:
+        result_json = self.result_path(schedule_id, minute, job.asset_spec.asset_id)
         result_json.parent.mkdir(parents=True, exist_ok=True)
-        tags = getattr(job, "tags", {})
-        resume = getattr(job, "resume_run_id", None)
-        request = self.orchestrator.request(job, tags=tags, resume=resume)
+        request = self.orchestrator.request(job, tags=getattr(job, "tags", {}), resume=getattr(job, "resume_run_id",
+                                                                                                None))
         request.result_json = str(result_json)
+        return request
+
+    async def prestart(self, job: TrainingJob, schedule_id: str, minute: str) -> Child | None:
+        """Start a fire's job process ahead of its minute (None: its executor starts jobs at the minute; a Ray
+        fire is submitted then under its fire's id)."""
         executor = self.executor_for(schedule_id)
+        if not isinstance(executor, LocalProcessExecutor) or getattr(job, "resume_run_id", None):
+            return None
+        return await executor.start(self._request(job, schedule_id, minute))
+
+    async def release(self, held: Child, why: str) -> None:
+        await held.release()
+
+    async def run(self, job: TrainingJob, schedule_id: str, minute: str,
+                  on_spawn: Callable[[int, str | None], None], cancel: asyncio.Event,
+                  prestarted: Child | None = None) -> TrainingJobResult:
+        asset_id = job.asset_spec.asset_id
+        request = self._request(job, schedule_id, minute)
+        executor = self.executor_for(schedule_id)
+        if prestarted is not None and (not isinstance(executor, LocalProcessExecutor)
+                                       or replace(prestarted.request, hold=False) != request):
+            await prestarted.release()  # started for another job than this one has become: start afresh
+            prestarted = None
         if isinstance(executor, LocalProcessExecutor):
             outcome = await executor.run(request, on_spawn=lambda pid: on_spawn(pid, process_start(pid)),
-                                         cancel=cancel)
+                                         cancel=cancel, held=prestarted)
         else:  # a cluster: the fire's id makes a second submission of it a refusal, not a second training
-            attempt = int(time.time()) if resume else 0  # a resume is a new submission of its own
+            attempt = int(time.time()) if request.resume else 0  # a resume is a new submission of its own
             outcome = await executor.run(request, cancel=cancel,
                                          submission_id=submission_id(schedule_id, minute, asset_id, attempt))
         if outcome.result is not None:
