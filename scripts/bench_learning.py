@@ -23,6 +23,7 @@ import functools
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -86,7 +87,8 @@ def mean_ci(values: list[float]) -> tuple[float, float, float]:
     return m, max(0.0, m - half), min(1.0, m + half)
 
 
-def run_cell(asset: str, algorithm: str, seed: int, extra: list[str], episodes: int) -> dict:
+def run_cell(asset: str, algorithm: str, seed: int, extra: list[str], episodes: int,
+             keep: Path | None = None) -> dict:
     """One pipeline run (build, train, evaluate) in a private store; returns its train and evaluation figures."""
     import mlflow
 
@@ -103,6 +105,8 @@ def run_cell(asset: str, algorithm: str, seed: int, extra: list[str], episodes: 
             code = subprocess.call(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
         elapsed = time.monotonic() - start
         load_after = os.getloadavg()[0]
+        if keep is not None:  # the policies and logs, to look into a surprising cell afterwards
+            shutil.copytree(tmp, keep / f"{asset}-{algorithm}-{seed}", dirs_exist_ok=True)
         if code != 0:
             raise RuntimeError(f"{' '.join(cmd[2:])} exited {code}: {log.read_text()[-600:]}")
         client = mlflow.MlflowClient(uri)
@@ -176,6 +180,7 @@ def main() -> None:
     p.add_argument("--runs", type=Path, default=REPO / "bench" / "learning_runs.jsonl",
                    help="every finished seed is appended here as one JSON line")
     p.add_argument("--table-from", type=Path, help="run nothing: build the table from a --runs file")
+    p.add_argument("--keep", type=Path, help="copy each run's results (ONNX, logs, store) here")
     args = p.parse_args()
     if args.table_from:
         cells: dict[tuple[str, str], Cell] = {}
@@ -200,7 +205,7 @@ def main() -> None:
         for seed in args.seeds:
             print(f"[bench-learning] {cell.asset}/{cell.algorithm} seed {seed} ...", flush=True)
             try:
-                r = run_cell(cell.asset, cell.algorithm, seed, args.set, args.episodes)
+                r = run_cell(cell.asset, cell.algorithm, seed, args.set, args.episodes, args.keep)
             except RuntimeError as exc:
                 cell.failed.append(f"seed {seed}: {str(exc).splitlines()[0]}")
                 print(f"[bench-learning]   failed: {exc}", flush=True)
