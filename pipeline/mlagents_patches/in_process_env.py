@@ -13,8 +13,8 @@ workers, and why a seeded run's history differs from a SubprocessEnvManager run'
 itself: which workers' steps arrive together depends on timing):
 - one random generator seeded `seed` for all areas, where worker i had its own seeded `seed + i`;
 - every step has every agent's decision (workers deliver them in whichever order they finish).
-scripts/bench_learning_parity.py shows the learning is the same over seeds. `MLOPS_MLAGENTS_FAST=0` keeps the
-workers, as upstream.
+So the check is statistical: scripts/bench.py trains seed i on both sides in pair i and compares what they learned
+(bench/results.md). `MLOPS_MLAGENTS_FAST=0` keeps the workers, as upstream.
 """
 from __future__ import annotations
 
