@@ -67,6 +67,7 @@ $(BENCH_STAMP): $(STAMP) requirements-bench.txt
 
 bench: $(BENCH_STAMP)
 	$(BIN)/python scripts/bench.py $(ARGS)
+	$(BIN)/python scripts/bench_startup.py
 	$(BIN)/python scripts/bench_profile.py --steps 40000
 	$(BIN)/python scripts/bench_protocol.py --steps 500
 	$(BIN)/python scripts/bench_scheduler.py

@@ -101,6 +101,10 @@ def test_stage_run_resumes_the_collector_paused_at_start_up(store):
             assert gc.isenabled()  # the stage's work runs with the collector on
             assert gc.get_freeze_count() > 0  # the start-up's objects set aside
         assert mlflow.MlflowClient().get_run(run.info.run_id).info.status == "FINISHED"
+        gc.unfreeze()
+        with startup_gc.frozen():  # a tear-down: what is alive is not scanned, and freed as usual after
+            assert gc.get_freeze_count() > 0
+        assert gc.get_freeze_count() == 0
     finally:
         gc.enable()
         gc.unfreeze()

@@ -8,6 +8,7 @@ from pathlib import Path
 import mlflow
 import yaml
 
+from pipeline import startup_gc
 from pipeline.config.errors import ConfigError
 from pipeline.config.plan import RunPlan
 from pipeline.paths import REPO_ROOT
@@ -102,7 +103,8 @@ def train(plan: RunPlan, build_run_id: str | None = None,
 
                 outcome = hybrid.train(plan, results_root, run_id, dataset)
 
-        _log_outputs(plan, run_id, outcome)
+        with startup_gc.frozen():  # the training's objects are not garbage yet: no collection scans them
+            _log_outputs(plan, run_id, outcome)
         metrics = mlflow.MlflowClient().get_run(run_id).data.metrics
         result = TrainResult(run_id, outcome.steps, f"runs:/{run_id}/{UNITY_POLICY_DIR}/{outcome.onnx_path.name}",
                              f"runs:/{run_id}/{MODEL_NAME}", str(outcome.results_dir), dict(metrics))
