@@ -163,3 +163,16 @@ def test_a_key_the_schema_does_not_have_is_refused_naming_its_section():
     with pytest.raises(ConfigError) as err:
         build_plan(raw)
     assert str(err.value).startswith("env.num_area is not an option of the env section; valid options: base_port,")
+
+
+@pytest.mark.parametrize("mode", ["online", "offline", "hybrid"])
+def test_a_mode_file_sets_only_what_differs_from_the_schema(mode):
+    from pipeline.offline.settings import ModeConfig
+    from pipeline.paths import CONF_DIR
+
+    text = yaml.safe_load((CONF_DIR / "mode" / f"{mode}.yaml").read_text())
+    defaults = dataclasses.asdict(ModeConfig())
+    restated = sorted(k for k, v in text.items() if k != "name" and k in defaults and v == defaults[k])
+    assert restated == [], f"conf/mode/{mode}.yaml restates ModeConfig defaults {restated}"
+    assert compose_plan([f"mode={mode}"] + ([] if mode == "online" else [
+        "mode.dataset_path=data/demos/navigation_demo.jsonl"])).config.mode.name == mode

@@ -15,6 +15,7 @@ Two sections stay mappings, on purpose:
 """
 from __future__ import annotations
 
+import copy
 import re
 import typing
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
@@ -140,7 +141,7 @@ def structure(cls: type, data: Any, path: str = "") -> Any:
     sections' `validate()`: this only builds the objects (no interpolation: text stays text). A key the
     schema does not have is refused, naming its section."""
     if not is_dataclass(cls):
-        return data
+        return copy.deepcopy(data)  # the plan shares no list or mapping with the caller's config
     if not isinstance(data, dict):
         raise ConfigError(f"{path or 'config'} must be a mapping of {cls.__name__}'s options, got {data!r}")
     own = {f.name: f for f in fields(cls)}
