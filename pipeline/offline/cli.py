@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from pipeline.config.errors import ConfigError
+from pipeline.config.errors import EXIT_BAD_INPUT, ConfigError, exit_code
 from pipeline.offline import dataset as ds
 from pipeline.offline import jsonl, recorder, unity_demo
 from pipeline.offline.loader import dataset_format, load
@@ -107,9 +107,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parser().parse_args(argv)
     if getattr(args, "episodes", 1) < 1:
         print("error: --episodes must be >= 1", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(EXIT_BAD_INPUT)
     try:
         args.func(args)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
-        sys.exit(2)
+        sys.exit(exit_code(exc))
