@@ -9,6 +9,8 @@ import sqlite3
 import time
 from datetime import datetime, timedelta
 
+import pytest
+
 from mlops_unity_pipeline import RLTrainingConfig, TrainingJob, UnityAssetSpec, UnityMLOpsOrchestrator
 from pipeline.scheduling.claims import ClaimStore
 from pipeline.scheduling.cron import UTC, CronSchedule
@@ -49,6 +51,7 @@ def main_runs():
     return [r for r in all_runs() if r.data.tags.get("pipeline.stage") == "main"]
 
 
+@pytest.mark.slow  # a real training starts (and is cancelled once its run exists)
 def test_a_prestarted_fire_creates_its_run_after_its_claim_and_not_before_its_minute(store, tmp_path):
     due = datetime(2025, 1, 1, 3, 0, tzinfo=UTC)
     clock, lines = JumpClock(), []
