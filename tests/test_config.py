@@ -176,3 +176,12 @@ def test_a_mode_file_sets_only_what_differs_from_the_schema(mode):
     assert restated == [], f"conf/mode/{mode}.yaml restates ModeConfig defaults {restated}"
     assert compose_plan([f"mode={mode}"] + ([] if mode == "online" else [
         "mode.dataset_path=data/demos/navigation_demo.jsonl"])).config.mode.name == mode
+
+
+def test_a_bad_section_value_on_the_command_line_is_one_exact_line_and_exit_2(store, tmp_path):
+    proc = subprocess.run([PYTHON, "-m", "pipeline.cli", "train", "--overrides", "env.num_envs=0"], cwd=REPO,
+                          capture_output=True, text=True, env=child_env(), timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == ("error: env.num_envs must be >= 1, got 0 (allowed: an integer "
+                                                    "from 1 to 256; e.g. env.num_envs=2)")
+    assert "Traceback" not in proc.stderr and all_runs() == []
