@@ -134,6 +134,8 @@ def parser() -> argparse.ArgumentParser:
     req.add_argument("request", nargs="?", help="the request as JSON, a path to a JSON file, or - for stdin")
     req.add_argument("--from-env", metavar="VAR", help="read the request from this environment variable")
     req.add_argument("--print-result", action="store_true", help="also print the result as one JSON line on stdout")
+    req.add_argument("--private-env", metavar="FILE", help="environment variables that can hold credentials, as the "
+                     "Ray executor ships them (pipeline/launch/ray_jobs.py); the file is deleted once read")
     for stage in ("main", "build", "train", "evaluate", "register"):
         s = sub.add_parser(stage)
         s.add_argument("--asset", default="nav")
@@ -199,6 +201,10 @@ def _run_request(args: argparse.Namespace) -> None:
 
     with reported():
         try:
+            if args.private_env:
+                from pipeline.launch.ray_jobs import take_private_env
+
+                take_private_env(args.private_env)
             if args.from_env:
                 text = os.environ.pop(args.from_env, None)  # not inherited by the trainer's own children
                 if text is None:

@@ -199,4 +199,7 @@ def test_a_fire_has_one_ray_submission_id():
     others = {submission_id("nightly", "2026-12-02T02:01", "nav-001"), submission_id("nightly", "2026-12-02T02:00",
               "patrol-001"), submission_id("weekly", "2026-12-02T02:00", "nav-001")}
     assert fire not in others and len(others) == 3
-    assert fire.startswith("fire-nightly-2026-12-02T02-00-nav-001-0-")
+    assert fire.startswith("fire-nightly-2026-12-02T02-00-nav-001-")
+    # Its resumes: derived from it, the same on every runner, one per attempt.
+    assert submission_id("nightly", "2026-12-02T02:00", "nav-001", 2) == f"{fire}-r2"
+    assert submission_id("nightly", "2026-12-02T02:00", "nav-001", 0) == fire

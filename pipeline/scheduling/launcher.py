@@ -13,7 +13,6 @@ import asyncio
 import hashlib
 import json
 import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -38,23 +37,26 @@ class FireJob(TrainingJob):
 
     tags: dict[str, str] = field(default_factory=dict)
     resume_run_id: str | None = None  # the fire was interrupted: continue that training run
+    attempt: int = 0  # resumes of this fire so far, this one included
 
 
 def fire_job(template: TrainingJob, schedule_id: str, minute: str, time_zone: str,
-             resume_run_id: str | None = None) -> FireJob:
+             resume_run_id: str | None = None, attempt: int = 0) -> FireJob:
     """The template job of a schedule, for one fire: its runs carry schedule_id and scheduled_minute tags.
-    resume_run_id: the fire was interrupted; continue that training run instead of starting afresh."""
+    resume_run_id: the fire was interrupted; continue that training run instead of starting afresh (its
+    `attempt`-th resume)."""
     return FireJob(job_id=f"{schedule_id}-{minute.replace(':', '')}-{template.asset_spec.asset_id}",
                    asset_spec=template.asset_spec, rl_config=template.rl_config,
                    tags={"schedule_id": schedule_id, "scheduled_minute": minute, "schedule_time_zone": time_zone},
-                   resume_run_id=resume_run_id)
+                   resume_run_id=resume_run_id, attempt=attempt if resume_run_id else 0)
 
 
 def submission_id(schedule_id: str, minute: str, asset_id: str, attempt: int = 0) -> str:
-    """The Ray job id of one fire of one asset: the same fire always gets the same id (a resume a new one)."""
-    digest = hashlib.sha256(f"{schedule_id}\0{minute}\0{asset_id}\0{attempt}".encode()).hexdigest()[:12]
+    """The Ray job id of one fire of one asset: the same fire always gets the same id, and its n-th resume
+    `<that id>-r<n>`, so Ray itself refuses a second submission of either."""
+    digest = hashlib.sha256(f"{schedule_id}\0{minute}\0{asset_id}".encode()).hexdigest()[:12]
     safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in f"{schedule_id}-{minute}-{asset_id}")
-    return f"fire-{safe}-{attempt}-{digest}"
+    return f"fire-{safe}-{digest}" + (f"-r{attempt}" if attempt else "")
 
 
 def alive(pid: int | None, start: str | None) -> bool:
@@ -116,7 +118,7 @@ class PipelineLauncher:
             outcome = await executor.run(request, on_spawn=lambda pid: on_spawn(pid, process_start(pid)),
                                          cancel=cancel, held=prestarted)
         else:  # a cluster: the fire's id makes a second submission of it a refusal, not a second training
-            attempt = int(time.time()) if request.resume else 0  # a resume is a new submission of its own
+            attempt = getattr(job, "attempt", 0) if request.resume else 0  # a resume: a submission of its own
             outcome = await executor.run(request, cancel=cancel,
                                          submission_id=submission_id(schedule_id, minute, asset_id, attempt))
         if outcome.result is not None:
@@ -184,7 +186,8 @@ class PipelineLauncher:
         """What became of a job whose runner died; None while its process (or Ray job) still runs."""
         executor = self.executor_for(record.schedule_id)
         if not isinstance(executor, LocalProcessExecutor):
-            sid = submission_id(record.schedule_id, record.scheduled_minute, record.asset_id)
+            sid = submission_id(record.schedule_id, record.scheduled_minute, record.asset_id,
+                                record.attempt if record.resume_run_id else 0)
             if executor.state(sid) in ("PENDING", "RUNNING"):
                 return None
             outcome = executor.outcome(sid)

@@ -289,7 +289,8 @@ class Runner:
             self._launch(s, job, template)
 
     def _job(self, s: Schedule, job: JobRecord, template: TrainingJob) -> TrainingJob:
-        return fire_job(template, s.schedule_id, job.scheduled_minute, s.cron.zone_name, job.resume_run_id)
+        return fire_job(template, s.schedule_id, job.scheduled_minute, s.cron.zone_name, job.resume_run_id,
+                        job.attempt)
 
     def _launch(self, s: Schedule, job: JobRecord, template: TrainingJob) -> None:
         cancel = asyncio.Event()

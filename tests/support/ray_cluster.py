@@ -12,6 +12,13 @@ custom resource `node_<name>` so a test can tell which node ran a job.
 Ray gives its dashboard 20 s to come up (a hard-coded poll) and each dashboard module 30 s; under load on
 2 cores they need longer, so `ray start` runs with that poll slowed down and the module timeout raised.
 The Jobs API needs the dashboard.
+
+Every node here has the same IP (Ray turns `--node-ip-address 127.0.0.1` into the host's address, and
+the head's Jobs agent connects its driver to the first alive node with its own IP, in GCS order). Were
+that a worker node, losing it would end the agent's driver job, and with it the JobSupervisor class Ray
+keeps under that job: every later submission's supervisor would die loading its class. On a real cluster
+each node has its own IP and the agent's driver is on the head; here the harness gets the same by making
+the agent connect (one trivial job) while the head is the only node.
 """
 from __future__ import annotations
 
@@ -107,10 +114,31 @@ class RayCluster:
                              "--dashboard-port", str(self.dashboard_port), "--include-dashboard", "true",
                              "--ray-client-server-port", str(free_port()),
                              "--dashboard-agent-listen-port", str(free_port())], timeout)
+        self.connect_jobs_agent_to_head(timeout)
         for name in self.workers:
             self.add_worker(name, timeout)
         self.wait_for_nodes(timeout)
         return self
+
+    def connect_jobs_agent_to_head(self, timeout: float) -> None:
+        """Run one trivial job while the head is the only node (see the module's docstring)."""
+        from ray.job_submission import JobStatus, JobSubmissionClient
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                client = JobSubmissionClient(self.dashboard_url)
+                sid = client.submit_job(entrypoint=f"{PYTHON} -c pass", entrypoint_num_cpus=0)
+                break
+            except Exception as exc:  # noqa: BLE001  the dashboard still starting
+                if time.monotonic() > deadline:
+                    raise RayUnavailable(f"the head's Jobs API did not answer: {exc}") from exc
+                time.sleep(2)
+        while (status := client.get_job_status(sid)) not in (JobStatus.SUCCEEDED, JobStatus.FAILED,
+                                                             JobStatus.STOPPED):
+            if time.monotonic() > deadline:
+                raise RayUnavailable(f"the head's first job did not end ({status})")
+            time.sleep(0.5)
 
     def add_worker(self, name: str, timeout: float = 120) -> Node:
         node = self._start(name, ["--address", self.address, "--num-cpus", "1",
@@ -141,6 +169,18 @@ class RayCluster:
                 return
             time.sleep(2)
         raise RayUnavailable(f"worker nodes did not join within {timeout:.0f} s")
+
+    def wait_for_loss(self, name: str, timeout: float) -> None:
+        """Until the cluster has marked node `name` dead (missed health checks: about 15 s by default)."""
+        resource = f"node_{name}"
+        deadline = time.monotonic() + timeout
+        while True:
+            nodes = self.alive_nodes()  # empty when the dashboard did not answer: ask again
+            if nodes and not any(resource in n["res"] for n in nodes):
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the cluster still counts node {name} alive after {timeout:.0f} s")
+            time.sleep(1)
 
     def node_named(self, node_id: str) -> str | None:
         return next((n.name for n in self.nodes.values() if n.node_id == node_id), None)
@@ -209,13 +249,12 @@ def ray_cluster() -> Iterator[RayCluster]:
     base = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
     cluster = RayCluster(base)
     try:
-        cluster.start()
-    except (RayUnavailable, OSError) as exc:
-        cluster.stop()
-        shutil.rmtree(base, ignore_errors=True)
-        pytest.skip(f"a local Ray cluster cannot start on this machine: {exc}")
-    try:
+        try:
+            cluster.start()
+        except (RayUnavailable, OSError) as exc:
+            pytest.skip(f"a local Ray cluster cannot start on this machine: {exc}")
         yield cluster
-    finally:
+    finally:  # also when start-up is interrupted (Ctrl-C): no node outlives the session
         cluster.stop()
-        shutil.rmtree(base, ignore_errors=True)
+        if not os.environ.get("KEEP_RAY_LOGS"):  # KEEP_RAY_LOGS=1: keep <base>/ray/session_*/logs to read
+            shutil.rmtree(base, ignore_errors=True)
