@@ -71,6 +71,7 @@ ERROR = ("error: hydra.callbacks.evil._target_={!r} is not allowed: hydra.callba
 
 
 @pytest.mark.parametrize("how", ["python -m pipeline.run", "mlflow run -P overrides=<a sweep>"])
+@pytest.mark.slow  # starts the command line in child processes
 def test_a_payload_on_the_command_line_never_runs(how, store, tmp_path):
     """Exit code 2 and the message, before Hydra instantiates anything: no marker file, no MLflow run.
 

@@ -145,6 +145,7 @@ def test_guide_offline_config_composes_with_repo_relative_dataset():
     assert plan.mode == "offline" and plan.max_steps == 1_000_000
 
 
+@pytest.mark.slow  # starts the command line in child processes
 def test_bad_dataset_on_the_command_line_exits_2_and_writes_no_run(store, tmp_path):
     path = _write_lines(tmp_path / "bad.jsonl", [_step(), _step(action=[1.0])])
     proc = subprocess.run([PYTHON, "-m", "pipeline.cli", "main", "--mode", "offline", "--overrides",
@@ -158,6 +159,7 @@ def test_bad_dataset_on_the_command_line_exits_2_and_writes_no_run(store, tmp_pa
     assert not (tmp_path / "results").exists()
 
 
+@pytest.mark.slow  # runs the conversion script and ML-Agents' demo reader
 def test_convert_script_writes_a_demo_mlagents_reads(tmp_path):
     out = tmp_path / "nav.demo"
     proc = subprocess.run([PYTHON, "scripts/record_demos.py", "convert", "data/demos/navigation_demo.jsonl", str(out)],

@@ -26,15 +26,18 @@ CLI_CASES = [
      "error: asset='../../../tmp/evil' is not allowed: a config-group choice must be the plain name of a config in "
      "conf/asset/ (letters, digits, '_', '-' or '.'; no '/' or '..'), never a path: a path would load a YAML from "
      "outside conf/; e.g. asset=nav"),
-    (["pipeline.cli", "main", "--overrides", "-m seed=0,1 +hydra.job.env_set.LD_PRELOAD=/tmp/x.so results_dir={tmp}/r"],
-     "error: hydra.job.env_set.LD_PRELOAD='/tmp/x.so' is not allowed: env_set sets the environment of the run's "
-     "processes (LD_PRELOAD, PYTHONPATH and the like load code into them); set environment variables in the shell "
-     "that starts the pipeline instead (see pipeline/config/hydra_settings.py)"),
-    (["pipeline.run", "hydra.run.dir=/etc/pipeline-outputs", "results_dir={tmp}/r"],
-     "error: hydra.run.dir='/etc/pipeline-outputs' is not allowed: /etc/pipeline-outputs is outside "
-     f"{REPO} and /tmp; Hydra (or the sweep callback) writes there, so it may only be a directory inside the "
-     "working directory or the temporary directory, e.g. hydra.run.dir=outputs/my-run "
-     "(see pipeline/config/hydra_settings.py)"),
+    pytest.param(  # slow: through a Hydra multirun hand-off
+        ["pipeline.cli", "main", "--overrides",
+         "-m seed=0,1 +hydra.job.env_set.LD_PRELOAD=/tmp/x.so results_dir={tmp}/r"],
+        "error: hydra.job.env_set.LD_PRELOAD='/tmp/x.so' is not allowed: env_set sets the environment of the run's "
+        "processes (LD_PRELOAD, PYTHONPATH and the like load code into them); set environment variables in the shell "
+        "that starts the pipeline instead (see pipeline/config/hydra_settings.py)", marks=pytest.mark.slow),
+    pytest.param(  # slow: through the Hydra app
+        ["pipeline.run", "hydra.run.dir=/etc/pipeline-outputs", "results_dir={tmp}/r"],
+        "error: hydra.run.dir='/etc/pipeline-outputs' is not allowed: /etc/pipeline-outputs is outside "
+        f"{REPO} and /tmp; Hydra (or the sweep callback) writes there, so it may only be a directory inside the "
+        "working directory or the temporary directory, e.g. hydra.run.dir=outputs/my-run "
+        "(see pipeline/config/hydra_settings.py)", marks=pytest.mark.slow),
 ]
 
 
@@ -70,6 +73,7 @@ def test_read_only_results_location_is_refused_before_the_build_stage(store, tmp
     assert all_runs() == []  # not even the build stage's run
 
 
+@pytest.mark.slow  # a training starts its workers
 def test_env_workers_never_outlive_a_training_that_fails_before_it_starts(store, tmp_path):
     """Past validation (a plan built by hand), ML-Agents refuses seed 2**32 after the workers started: the
     training must fail and its process exit, not wait for ever on its non-daemon workers."""

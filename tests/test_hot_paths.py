@@ -231,6 +231,7 @@ def test_a_simulation_steps_in_the_trainer_process_unless_the_fast_paths_are_off
         upstream.close()
 
 
+@pytest.mark.slow  # a real training
 def test_an_in_process_training_reports_the_simulations_stats_and_starts_no_worker(tmp_path, monkeypatch):
     """ML-Agents' SimpleEnvManager drops environment stats; ours delivers them as a worker does (success rate)."""
     import multiprocessing

@@ -249,6 +249,7 @@ def test_bad_schedule_config_is_refused_at_load(override, message):
     assert message in str(err.value)
 
 
+@pytest.mark.slow  # starts the cron runner's command
 def test_runner_lists_next_fires_and_refuses_bad_config_with_exit_2(tmp_path):
     ok = subprocess.run([PYTHON, "scripts/cron_runner.py", "--schedule", "nightly", "--set", "time_zone=Asia/Tokyo",
                          "--list", "2"], cwd=REPO, capture_output=True, text=True, env=child_env(), timeout=120)

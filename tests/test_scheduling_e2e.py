@@ -50,6 +50,7 @@ def guide_example() -> str:
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
+@pytest.mark.slow  # runs the guide's example as a process
 def test_guide_24_7_example_runs_as_written_and_stops_cleanly_on_sigterm(tmp_path):
     env = child_env(MLOPS_SCHEDULER_DB=str(tmp_path / "scheduler.db"), MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path}/m.db")
     proc = subprocess.Popen([PYTHON, "-c", guide_example()], cwd=REPO, env=env, stdout=subprocess.PIPE,
@@ -184,6 +185,7 @@ def test_sigterm_cancels_a_running_fire_and_its_runs_end_killed(store, tmp_path)
     assert con.execute("SELECT state FROM jobs").fetchall() == [("killed",)]
 
 
+@pytest.mark.slow  # starts the cron runner's command
 def test_cron_runner_command_prints_its_plan_and_stops_on_sigint(tmp_path):
     proc = subprocess.Popen([PYTHON, "scripts/cron_runner.py", "--schedule", "nightly", "--state",
                              str(tmp_path / "claims.db"), "--max-concurrent-jobs", "2"], cwd=REPO,

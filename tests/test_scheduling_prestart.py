@@ -87,6 +87,7 @@ def test_a_prestarted_fire_creates_its_run_after_its_claim_and_not_before_its_mi
     assert not [line for line in lines if "released before creating any run" in line]
 
 
+@pytest.mark.slow  # starts two pipeline processes ahead
 def test_prestarted_jobs_whose_fire_does_not_start_them_end_without_a_run(store, tmp_path):
     """One fire is claimed by another runner at its minute, the other runner stops before its minute: both
     processes were started ahead and both end having created no MLflow run."""

@@ -49,6 +49,7 @@ def test_mlflow_run_parameters_hand_sweeps_to_hydra_multirun():
 
 
 # -- bad input stops the sweep before any job (fast: no training) -----------------------------------
+@pytest.mark.slow  # starts the command line in child processes
 def test_unknown_option_in_a_sweep_fails_before_any_job_with_hydras_message(tmp_path):
     env = sweep_store(tmp_path)
     proc = run(["-m", "pipeline.run", "-m", "asset=nav,nope", f"hydra.sweep.dir={tmp_path / 'multirun'}"], env)
@@ -58,6 +59,7 @@ def test_unknown_option_in_a_sweep_fails_before_any_job_with_hydras_message(tmp_
     assert runs_of(env["MLFLOW_TRACKING_URI"]) == []  # no parent, no child
 
 
+@pytest.mark.slow  # starts the command line in child processes
 def test_unknown_key_in_a_sweep_fails_before_any_job(tmp_path):
     env = sweep_store(tmp_path)
     proc = run(["-m", "pipeline.run", "-m", "seed=0,1", "algorithm.hyperparameters.lerning_rate=0.1,0.2",
@@ -67,6 +69,7 @@ def test_unknown_key_in_a_sweep_fails_before_any_job(tmp_path):
     assert runs_of(env["MLFLOW_TRACKING_URI"]) == []
 
 
+@pytest.mark.slow  # starts the command line in child processes
 def test_invalid_value_in_one_job_stops_the_sweep_before_any_job_runs(tmp_path):
     env = sweep_store(tmp_path)
     proc = run(["-m", "pipeline.cli", "main", "--overrides", "max_steps=3000,-5"], env)  # the MLproject command

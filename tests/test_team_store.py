@@ -30,6 +30,7 @@ from tests.test_scheduling import CLAIMER
 
 
 # -- the store --------------------------------------------------------------------------------------
+@pytest.mark.slow  # a real PostgreSQL server
 def test_a_plain_postgresql_uri_reaches_the_server_through_psycopg3(postgres_server):
     engine = sqlalchemy.create_engine(postgres_server.url())
     assert engine.dialect.driver == "psycopg"  # SQLAlchemy 2 maps postgresql:// to psycopg 3, as locked
@@ -38,6 +39,7 @@ def test_a_plain_postgresql_uri_reaches_the_server_through_psycopg3(postgres_ser
     engine.dispose()
 
 
+@pytest.mark.slow  # a real PostgreSQL and mlflow server
 def test_the_team_server_keeps_runs_in_postgres_and_proxies_artifacts(team_server):
     client = mlflow.MlflowClient(team_server.url)
     exp = client.create_experiment(unique_name("proxy"))
@@ -62,6 +64,7 @@ def test_sqlite_flavoured_claims_sql_reads_as_postgresql():
     assert to_postgres("SELECT MAX(due_at) FROM fires") == "SELECT MAX(due_at) FROM fires"
 
 
+@pytest.mark.slow  # a real PostgreSQL server, child processes
 def test_postgres_claims_across_processes_are_won_exactly_once(postgres_server, tmp_path):
     url, go = fresh_database(postgres_server, "claims"), tmp_path / "go"
     ClaimStore(url).close()
@@ -76,6 +79,7 @@ def test_postgres_claims_across_processes_are_won_exactly_once(postgres_server, 
     assert all(owners[k] == f"p{i}" for i, w in enumerate(won) for k in w)
 
 
+@pytest.mark.slow  # a real PostgreSQL server
 def test_a_postgres_claims_database_from_before_resumes_is_upgraded_in_place(postgres_server):
     url = fresh_database(postgres_server, "old_claims")
     old = "\n".join(line for line in SCHEMA.splitlines() if not line.lstrip().startswith(("attempt ", "resume_")))
@@ -94,6 +98,7 @@ def test_a_postgres_claims_database_from_before_resumes_is_upgraded_in_place(pos
     store.close()
 
 
+@pytest.mark.slow  # starts the cron runner
 def test_an_unreachable_claims_database_is_one_error_line_without_the_password():
     done = subprocess.run([PYTHON, "scripts/cron_runner.py", "--schedule", "nightly", "--state",
                            "postgresql://mlops:s3cret@127.0.0.1:1/claims"], cwd=REPO, env=child_env(),
@@ -106,6 +111,7 @@ def test_an_unreachable_claims_database_is_one_error_line_without_the_password()
     assert "s3cret" not in done.stderr + done.stdout
 
 
+@pytest.mark.slow  # a real PostgreSQL server
 def test_the_guides_scheduler_keeps_its_state_in_postgres(postgres_server):
     from mlops_unity_pipeline import TrainingSchedule, TrainingScheduler, UnityAssetSpec, UnityMLOpsOrchestrator
 
@@ -261,6 +267,7 @@ def test_a_training_killed_with_its_node_resumes_on_another_node_from_the_team_s
 
 
 # -- concurrent first use of a store ----------------------------------------------------------------------
+@pytest.mark.slow  # starts the command line in child processes
 def test_two_processes_on_a_brand_new_sqlite_store_both_finish(tmp_path):
     uri = f"sqlite:///{tmp_path / 'new' / 'mlflow.db'}"
     env = child_env(MLFLOW_TRACKING_URI=uri)
@@ -280,6 +287,7 @@ FIRST_USE = ("import sys, mlflow; from pipeline.tracking import store; store.con
              "print(sorted(e.name for e in mlflow.MlflowClient().search_experiments()))")
 
 
+@pytest.mark.slow  # a real PostgreSQL server, child processes
 def test_two_processes_on_a_brand_new_postgres_store_both_start(postgres_server):
     uri = fresh_database(postgres_server, "direct_store")  # MLFLOW_TRACKING_URI=postgresql://..., no server
     env = child_env(MLFLOW_TRACKING_URI=uri)  # `make test` exports the repo's own store: the variable wins
@@ -292,6 +300,7 @@ def test_two_processes_on_a_brand_new_postgres_store_both_start(postgres_server)
         assert conn.execute("SELECT COUNT(*) FROM experiments WHERE name = 'Default'").fetchone() == (1,)
 
 
+@pytest.mark.slow  # a child process
 def test_a_ready_store_is_recognised_without_building_mlflows_store_or_locking(tmp_path):
     from pipeline.tracking import store
 

@@ -70,6 +70,7 @@ def test_a_build_path_without_extension_finds_the_player_like_mlagents_learn(tmp
 
 
 # --- ports ----------------------------------------------------------------------------------
+@pytest.mark.slow  # probes from child processes
 def test_reserved_ports_are_never_handed_out_twice_and_busy_ports_are_skipped(tmp_path, monkeypatch):
     monkeypatch.setenv(ports.LOCK_DIR_ENV, str(tmp_path / "locks"))
     listener = socket.socket()
