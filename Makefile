@@ -38,7 +38,8 @@ run: $(STAMP)
 test: lint browser postgres
 	$(BIN)/python -m pytest -q --durations=15 $(ARGS)
 
-# The suite without the real trainings marked slow (README: Layout): the loop to run while changing code.
+# The suite without the tests marked slow (real trainings; the command line, servers or a training in child
+# processes); target: under 2 minutes on a quiet 2-core box (README: Layout): the loop to run while changing code.
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow" --durations=10 $(ARGS)
 
