@@ -25,6 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Optional, Protocol
 
+from pipeline.config.errors import ConfigError
 from pipeline.launch.job_specs import RLTrainingConfig, TrainingJob, TrainingJobResult, UnityAssetSpec
 from pipeline.redaction import redact_uri
 from pipeline.scheduling import events, policy, webhooks
@@ -81,11 +82,11 @@ class RunnerSettings:
             check_value(key, getattr(self, key), Num(0.0, 86_400.0, example, low_open=True))
         check_value("prestart_seconds", self.prestart_seconds, Num(0.0, 50.0, 15.0))
         if self.on_stop not in ON_STOP:
-            raise ValueError(f"on_stop {self.on_stop!r} is not a choice; use 'cancel' or 'finish'")
+            raise ConfigError(f"on_stop {self.on_stop!r} is not a choice; use 'cancel' or 'finish'")
         if self.webhook_url is not None:
             webhooks.check_url(self.webhook_url)
         if self.lease_seconds <= 2 * self.heartbeat_seconds:
-            raise ValueError("lease_seconds must be more than twice heartbeat_seconds")
+            raise ConfigError("lease_seconds must be more than twice heartbeat_seconds")
 
 
 def say(message: str) -> None:
@@ -131,7 +132,7 @@ class Runner:
     # -- setup ----------------------------------------------------------------------------------
     def add(self, schedule: Schedule) -> None:
         if schedule.schedule_id in self.schedules:
-            raise ValueError(f"schedule {schedule.schedule_id!r} was already added; schedule ids must be unique")
+            raise ConfigError(f"schedule {schedule.schedule_id!r} was already added; schedule ids must be unique")
         self.schedules[schedule.schedule_id] = schedule
 
     def now(self) -> float:

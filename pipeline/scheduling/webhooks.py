@@ -25,6 +25,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional
 
+from pipeline.config.errors import ConfigError
 from pipeline.redaction import is_credential_name, redact_uri
 from pipeline.scheduling.claims import ClaimStore
 
@@ -44,25 +45,25 @@ def check_url(url: str) -> None:
 
     shown = redact_uri(url) if isinstance(url, str) else url
     if not isinstance(url, str) or not url or any(c.isspace() for c in url):
-        raise ValueError(f"webhook_url {shown!r} must be an http(s) URL without spaces, "
-                         "e.g. https://hooks.example.com/training")
+        raise ConfigError(f"webhook_url {shown!r} must be an http(s) URL without spaces, "
+                          "e.g. https://hooks.example.com/training")
     parts = urlsplit(url)
     if parts.username or parts.password or "@" in parts.netloc:
-        raise ValueError("webhook_url must not carry a user or password (it would appear in logs); "
-                         "authenticate with the signing secret (MLOPS_WEBHOOK_SECRET) instead")
+        raise ConfigError("webhook_url must not carry a user or password (it would appear in logs); "
+                          "authenticate with the signing secret (MLOPS_WEBHOOK_SECRET) instead")
     if parts.scheme not in ("http", "https"):
-        raise ValueError(f"webhook_url {shown!r}: scheme {parts.scheme or '(none)'!r} is not http or https")
+        raise ConfigError(f"webhook_url {shown!r}: scheme {parts.scheme or '(none)'!r} is not http or https")
     if not parts.hostname:
-        raise ValueError(f"webhook_url {shown!r} has no host")
+        raise ConfigError(f"webhook_url {shown!r} has no host")
     query = parse_qsl(parts.query, keep_blank_values=True)
     secret_params = sorted({k for k, _ in query if is_credential_name(k)})
     if secret_params:
-        raise ValueError(f"webhook_url must not carry a credential in its query ({', '.join(secret_params)}; it would "
-                         "appear in logs); authenticate with the signing secret (MLOPS_WEBHOOK_SECRET) instead")
+        raise ConfigError(f"webhook_url must not carry a credential in its query ({', '.join(secret_params)}; it "
+                          "would appear in logs); authenticate with the signing secret (MLOPS_WEBHOOK_SECRET) instead")
     try:
         parts.port
     except ValueError:
-        raise ValueError(f"webhook_url {shown!r} has an invalid port") from None
+        raise ConfigError(f"webhook_url {shown!r} has an invalid port") from None
 
 
 def shown(url: str) -> str:
