@@ -1,9 +1,13 @@
-"""Benchmark the cron runner: idle CPU, and trigger latency from the scheduled minute to the MLflow run.
+"""Benchmark the cron runner: idle CPU, and fire to run: from the scheduled minute to the fire's MLflow run.
 
-    python scripts/bench_scheduler.py                 # 60 s idle measurement + 1 real every-minute fire
-    python scripts/bench_scheduler.py --idle 300 --fires 2
+    python scripts/bench_scheduler.py                 # 60 s idle measurement + 5 pairs of real fires
+    python scripts/bench_scheduler.py --idle 0 --pairs 3 --prestart-seconds 15
 
-Runs `scripts/cron_runner.py` exactly as deployed, against a throw-away state file and MLflow store.
+Fire to run is measured side by side: two runners up at once, one starting its fires' job processes
+--prestart-seconds before the minute, one starting them at the minute (--prestart-seconds 0), firing on
+alternating minutes (even / odd), so both see the same load; the medians and their ratio are reported
+with the load average. Runs `scripts/cron_runner.py` exactly as deployed, each against a throw-away state
+file and MLflow store (created before the runner starts, as a deployed store exists already).
 """
 from __future__ import annotations
 
@@ -12,9 +16,11 @@ import json
 import os
 import signal
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -29,7 +35,8 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def start_runner(tmp: Path, cron: str, overrides: list[str]) -> subprocess.Popen:
+def start_runner(tmp: Path, cron: str, overrides: list[str], extra: tuple[str, ...] = ()) -> subprocess.Popen:
+    tmp.mkdir(parents=True, exist_ok=True)
     sched = tmp / "schedule"
     sched.mkdir(exist_ok=True)
     (sched / "bench.yaml").write_text(json.dumps({
@@ -37,14 +44,24 @@ def start_runner(tmp: Path, cron: str, overrides: list[str]) -> subprocess.Popen
         "overlap": "forbid", "misfire": {"policy": "skip"}}))
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}", "PYTHONUNBUFFERED": "1"}
     env.pop("MLFLOW_RUN_ID", None)
+    subprocess.run([sys.executable, "-c", "import mlflow; mlflow.search_experiments()"], env=env, cwd=REPO,
+                   check=True, capture_output=True)  # the store exists before the first fire, as deployed
     proc = subprocess.Popen([sys.executable, "scripts/cron_runner.py", "--schedule-dir", str(sched),
-                             "--state", str(tmp / "claims.db")], cwd=REPO, env=env,
+                             "--state", str(tmp / "claims.db"), *extra], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=open(tmp / "runner.stderr", "w"), text=True)
     for line in proc.stdout:  # wait until it is up and sleeping
         if line.startswith("next: "):
             print("  runner:", line.strip())
             break
+    proc.lines = []  # (arrival time, line): when a pre-started job said it was ready
+
+    def read() -> None:
+        for line in proc.stdout:
+            proc.lines.append((time.time(), line.rstrip()))
+
+    threading.Thread(target=read, daemon=True).start()
     proc.up_at = time.time()
+    proc.tmp = tmp
     return proc
 
 
@@ -66,57 +83,94 @@ def idle_cpu(seconds: float) -> float:
     return 100.0 * used / wall
 
 
-def trigger_latency(fires: int) -> list[dict]:
+def finished_fires(proc: subprocess.Popen) -> list[dict]:
+    """The runner's ended fires due after it was up (the first-sight minute would time start-up, not firing)."""
     import mlflow
 
+    tmp = proc.tmp
+    db = sqlite3.connect(str(tmp / "claims.db"))
+    rows = db.execute("SELECT f.scheduled_minute, f.due_at, f.claimed_at, j.started_at, j.state, j.result "
+                      "FROM fires f JOIN jobs j USING (schedule_id, scheduled_minute) WHERE j.state IN "
+                      "('succeeded','failed') AND f.due_at > ? ORDER BY f.due_at", (proc.up_at,)).fetchall()
+    db.close()
     out = []
+    client = mlflow.MlflowClient(f"sqlite:///{tmp / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("unity-mlagents")
+    for minute, due, claimed, started, state, result in rows:
+        runs = client.search_runs([exp.experiment_id], f"tags.scheduled_minute = '{minute}' "
+                                                       "AND tags.`pipeline.stage` = 'main'")
+        if not runs:
+            print("  no run:", json.loads(result).get("error"))
+            continue
+        ready = [t for t, line in proc.lines if line.startswith(f"bench {minute}: nav-001 ready to go")]
+        out.append({"scheduled_minute": minute, "state": state, "claim_s": claimed - due, "launch_s": started - due,
+                    "mlflow_run_s": runs[0].info.start_time / 1000 - due, "load": os.getloadavg()[0],
+                    "ready_s": ready[0] - due if ready else None})
+    return out
+
+
+def fire_to_run(pairs: int, lead: float) -> dict[str, list[dict]]:
+    """Two runners side by side: `ahead` (prestart `lead` s) on even minutes, `cold` (prestart 0) on odd ones."""
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        proc = start_runner(tmp, "* * * * *", TINY)
+        procs = {"ahead": start_runner(tmp / "ahead", "*/2 * * * *", TINY, ("--prestart-seconds", str(lead))),
+                 "cold": start_runner(tmp / "cold", "1-59/2 * * * *", TINY, ("--prestart-seconds", "0"))}
+        seen: dict[str, list[dict]] = {k: [] for k in procs}
         try:
-            while len(out) < fires:
-                time.sleep(1)
-                db = sqlite3.connect(str(tmp / "claims.db"))
-                # Only fires due after the runner was up: the first-sight minute would time startup, not triggering.
-                rows = db.execute("SELECT f.scheduled_minute, f.due_at, f.claimed_at, j.started_at, j.state, j.result "
-                                  "FROM fires f JOIN jobs j USING (schedule_id, scheduled_minute) WHERE j.state IN "
-                                  "('succeeded','failed') AND f.due_at > ? ORDER BY f.due_at", (proc.up_at,)).fetchall()
-                db.close()
-                if len(rows) > len(out):
-                    minute, due, claimed, started, state, result = rows[len(out)]
-                    if state != "succeeded":
-                        print("  failed:", json.loads(result).get("error"))
-                    mlflow.set_tracking_uri(f"sqlite:///{tmp / 'mlflow.db'}")
-                    runs = mlflow.search_runs(experiment_names=["unity-mlagents"], output_format="list",
-                                              filter_string=f"tags.scheduled_minute = '{minute}' "
-                                                            "AND tags.`pipeline.stage` = 'main'")
-                    created = runs[0].info.start_time / 1000
-                    out.append({"scheduled_minute": minute, "state": state, "claim_s": claimed - due,
-                                "launch_s": started - due, "mlflow_run_s": created - due})
-                    print(f"  fire {minute}: claimed +{claimed - due:.3f}s, child launched +{started - due:.3f}s, "
-                          f"MLflow run created +{created - due:.2f}s ({state})")
+            while min(len(v) for v in seen.values()) < pairs:
+                time.sleep(5)
+                for name, proc in procs.items():
+                    for f in finished_fires(proc)[len(seen[name]):]:  # each fire's load: when it was first seen
+                        ready = "" if f["ready_s"] is None else f", process ready {f['ready_s']:+.1f}s"
+                        print(f"  {name} fire {f['scheduled_minute']}: claimed +{f['claim_s']:.3f}s, job started "
+                              f"+{f['launch_s']:.3f}s{ready}, MLflow run created +{f['mlflow_run_s']:.2f}s "
+                              f"({f['state']}, load {f['load']:.1f})")
+                        seen[name].append(f)
         finally:
-            stop(proc)
-    return out
+            for proc in procs.values():
+                stop(proc)
+    return {k: v[:pairs] for k, v in seen.items()}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--idle", type=float, default=60.0, help="seconds of idle CPU measurement")
-    p.add_argument("--fires", type=int, default=1, help="real every-minute fires to time")
+    p.add_argument("--idle", type=float, default=60.0, help="seconds of idle CPU measurement (0: skip)")
+    p.add_argument("--pairs", type=int, default=5, help="fires timed per runner (one pair: one fire of each)")
+    p.add_argument("--prestart-seconds", type=float, default=15.0, help="the lead of the runner that starts ahead")
     args = p.parse_args()
-    print(f"idle runner for {args.idle:.0f}s ...")
-    cpu = idle_cpu(args.idle)
-    print(f"idle CPU: {cpu:.3f}% of one core")
-    print(f"waiting for {args.fires} real fire(s) at the next minute boundary ...")
-    fires = trigger_latency(args.fires)
-    print(json.dumps({"idle_cpu_percent": round(cpu, 4), "fires": fires}, indent=2))
+    lines = []
+    load0 = os.getloadavg()
+    if args.idle > 0:
+        print(f"idle runner for {args.idle:.0f}s ...")
+        cpu = idle_cpu(args.idle)
+        print(f"idle CPU: {cpu:.3f}% of one core")
+        lines.append(f"idle runner: **{cpu:.3f}%** of one core over {args.idle:.0f} s")
+    print(f"timing {args.pairs} pair(s) of real fires (a runner starting jobs {args.prestart_seconds:.0f} s ahead, "
+          "one starting them at the minute) ...")
+    fires = fire_to_run(args.pairs, args.prestart_seconds)
+    ahead = statistics.median(f["mlflow_run_s"] for f in fires["ahead"])
+    cold = statistics.median(f["mlflow_run_s"] for f in fires["cold"])
+    loads = [f["load"] for v in fires.values() for f in v] + [load0[0], os.getloadavg()[0]]
+    print(json.dumps(fires, indent=2))
+    lines += [f"fire to run (scheduled minute -> the fire's MLflow `main` run created), median of {args.pairs} fires "
+              f"each, two runners side by side on alternating minutes, load average {min(loads):.1f}-{max(loads):.1f}:"
+              f" job process started {args.prestart_seconds:.0f} s ahead **{ahead:.2f} s**, started at the minute "
+              f"{cold:.2f} s (ratio {ahead / cold:.2f})",
+              "ahead, each fire (its process ready at): " + ", ".join(
+                  f"{f['mlflow_run_s']:+.2f} s ({f['ready_s']:+.1f} s)" if f["ready_s"] is not None else
+                  f"{f['mlflow_run_s']:+.2f} s" for f in fires["ahead"])
+              + "; at the minute: " + ", ".join(f"{f['mlflow_run_s']:+.2f} s" for f in fires["cold"]),
+              "claimed +{:.3f} s, job started +{:.3f} s after the minute (medians, both runners)".format(
+                  statistics.median(f["claim_s"] for v in fires.values() for f in v),
+                  statistics.median(f["launch_s"] for v in fires.values() for f in v))]
+    in_time = [f["mlflow_run_s"] for f in fires["ahead"] if f["ready_s"] is not None and f["ready_s"] <= 0]
+    if in_time:
+        lines.append(f"ahead, fires whose process was ready by the minute ({len(in_time)} of {args.pairs}): "
+                     f"median **{statistics.median(in_time):.2f} s**; the others were still getting ready (imports "
+                     "and the store at this load take longer than the lead)")
     from bench import append_results  # scripts/ is this script's import path
 
-    append_results("scheduler: idle cost and trigger latency", [
-        f"idle runner: **{cpu:.3f}%** of one core over {args.idle:.0f} s"]
-        + [f"fire {f['scheduled_minute']}: claimed +{f['claim_s']:.3f} s, child launched +{f['launch_s']:.3f} s, "
-           f"MLflow run created +{f['mlflow_run_s']:.2f} s after the scheduled minute" for f in fires])
+    append_results("scheduler: idle cost and fire to run", lines)
 
 
 if __name__ == "__main__":

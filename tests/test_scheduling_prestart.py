@@ -84,6 +84,7 @@ def test_a_prestarted_fire_creates_its_run_after_its_claim_and_not_before_its_mi
     assert due_at == due.timestamp()
     assert due_at <= claimed_at <= started_at <= created, (due_at, claimed_at, started_at, created)
     assert state == "killed"
+    assert any(line.startswith("early 2025-01-01T03:00: nav-001 ready to go (") for line in lines), lines
     assert not [line for line in lines if "released before creating any run" in line]
 
 

@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import json
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -78,6 +79,7 @@ class PipelineLauncher:
         self.results_dir = Path(results_dir)
         self.log = lambda message: log(redact_uri(message))  # as the runner's: no password reaches a journal
         self.executors = dict(executors or {})  # schedule id -> executor; default: the orchestrator's
+        self._watching: set[asyncio.Task] = set()
 
     def executor_for(self, schedule_id: str) -> Any:
         return self.executors.get(schedule_id) or self.orchestrator.executor
@@ -99,7 +101,22 @@ class PipelineLauncher:
         executor = self.executor_for(schedule_id)
         if not isinstance(executor, LocalProcessExecutor) or getattr(job, "resume_run_id", None):
             return None
-        return await executor.start(self._request(job, schedule_id, minute))
+        child = await executor.start(self._request(job, schedule_id, minute))
+        task = asyncio.get_running_loop().create_task(self._say_when_ready(child, schedule_id, minute, job))
+        self._watching.add(task)
+        task.add_done_callback(self._watching.discard)
+        return child
+
+    async def _say_when_ready(self, child: Child, schedule_id: str, minute: str, job: TrainingJob) -> None:
+        """One line when a pre-started process is ready: how long getting ready takes here is what
+        --prestart-seconds must cover."""
+        t0 = time.monotonic()
+        ready = asyncio.ensure_future(child.ready.wait())
+        await asyncio.wait([ready, child.pump], return_when=asyncio.FIRST_COMPLETED)
+        ready.cancel()
+        if child.ready.is_set():
+            self.log(f"{schedule_id} {minute}: {job.asset_spec.asset_id} ready to go "
+                     f"({time.monotonic() - t0:.1f} s after its process started)")
 
     async def release(self, held: Child, why: str) -> None:
         await held.release()
