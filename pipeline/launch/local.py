@@ -4,6 +4,10 @@ The request travels as JSON in the child's environment (no command line is built
 child gets its own process group and SIGTERM when its parent dies however it dies (PR_SET_PDEATHSIG), so
 no training outlives the guide API or the cron runner that started it; cancelling sends SIGTERM, on which
 the trainer saves its checkpoint and its MLflow run ends KILLED.
+
+A child can also be started ahead of its time (`start`, a scheduled fire's job): it gets ready (config,
+imports, tracking store) and waits on its stdin; `run(..., held=child)` tells it to go, `child.release()`
+closes its stdin and it exits without creating any run.
 """
 from __future__ import annotations
 

@@ -6,6 +6,10 @@ recorded and it is tied to the runner's life (PR_SET_PDEATHSIG), so a runner kil
 leave untracked trainings behind: they get SIGTERM, save, and end their MLflow runs KILLED. Sent to a Ray
 cluster (a schedule's `executor: {kind: ray}`), the fire's Ray submission id is derived from (schedule,
 minute, asset), so Ray itself refuses a second submission of the same fire.
+
+Run locally, a fire's job can be `prestart`ed: its process gets ready before the minute and is let go by
+`run(..., prestarted=...)` once the runner has claimed the fire and started the job, or `release`d without
+creating any run (a Ray fire is submitted at the minute).
 """
 from __future__ import annotations
 
