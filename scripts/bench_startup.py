@@ -1,7 +1,7 @@
 """Benchmark: the fixed cost of one `train` stage over bare upstream ML-Agents, on a budget small enough that
 start-up and tear-down dominate, and what the instant commands cost.
 
-    python scripts/bench_startup.py                            # this checkout vs bare, 5 rounds of 10k nav PPO steps
+    python scripts/bench_startup.py                            # this checkout vs bare, 5 rounds of 2k nav PPO steps
     python scripts/bench_startup.py --tree before=/tmp/old --tree after=.   # two checkouts side by side
     python scripts/bench_startup.py --tree after=. --components-tree before=/tmp/old   # old one: components only
 
@@ -109,10 +109,10 @@ def components_child(onnx: str, uri: str) -> None:
         phases[name] = (T() - t, P() - p)
         return value
 
-    try:
-        from pipeline import startup_gc  # the tree pauses the collector during start-up
-    except ImportError:
-        startup_gc = None
+    startup_gc = None
+    if Path("pipeline/startup_gc.py").exists():  # the tree pauses the collector during start-up
+        # (checked on the tree: the venv's editable install would find this checkout's module for any tree)
+        from pipeline import startup_gc
     if startup_gc:
         startup_gc.pause()
     phase("import torch + ML-Agents trainers (both sides)", lambda: __import__("mlagents.plugins.trainer_type"))
@@ -193,10 +193,13 @@ def main() -> None:
     ap.add_argument("--tree", action="append", default=[], metavar="NAME=DIR", help="a checkout to measure")
     ap.add_argument("--components-tree", action="append", default=[], metavar="NAME=DIR",
                     help="a checkout whose components (not whole trainings) are measured too")
-    ap.add_argument("--steps", type=int, default=10_000, help="nav PPO steps per training (one update at 8192)")
+    ap.add_argument("--steps", type=int, default=2_000, help="nav PPO steps per training")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--component-repeats", type=int, default=3)
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results.md")
+    ap.add_argument("--json", type=Path, help="also save the measurements here")
+    ap.add_argument("--onnx", type=Path, help="with --rounds 0: a nav policy for the components (no trainings)")
+    ap.add_argument("--report-from", type=Path, help="append the results of a saved --json run; measure nothing")
     ap.add_argument("--no-append", action="store_true")
     ap.add_argument("--note", action="append", default=[], help="a line added to the results (what the trees are)")
     ap.add_argument("--components-child", nargs=2, help=argparse.SUPPRESS)
@@ -204,47 +207,63 @@ def main() -> None:
     if args.components_child:
         components_child(*args.components_child)
         return
-    trees = {k: Path(v).resolve() for k, v in (t.split("=", 1) for t in args.tree)} or {"pipeline": REPO}
-    all_trees = {**{k: Path(v).resolve() for k, v in (t.split("=", 1) for t in args.components_tree)}, **trees}
-    load_start = load()
+    if args.report_from:
+        report(json.loads(args.report_from.read_text()), args.note, args.out)
+        return
+    trees = {k: str(Path(v).resolve()) for k, v in (t.split("=", 1) for t in args.tree)} or {"pipeline": str(REPO)}
+    all_trees = {**{k: str(Path(v).resolve()) for k, v in (t.split("=", 1) for t in args.components_tree)}, **trees}
+    data = {"steps": args.steps, "rounds_n": args.rounds, "repeats": args.component_repeats, "trees": trees,
+            "all_trees": all_trees, "load_start": load()}
     with tempfile.TemporaryDirectory(prefix="bench-startup-") as tmp:
         env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db", "PYTHONUNBUFFERED": "1"}
         for key in ("MLFLOW_RUN_ID", "MLOPS_MLAGENTS_FAST"):
             env.pop(key, None)
         # The store exists before timing, as for every run but a store's first (creating tables is once per store).
         subprocess.run([PY, "-c", "import mlflow; mlflow.MlflowClient().search_experiments()"], check=True, env=env)
-        out = rounds(trees, args.steps, args.rounds, tmp, env)
-        diff = differences(out)
-        onnx = next(Path(tmp).glob(f"{next(iter(trees))}-0/*/NavigationAgent.onnx"))
-        comp = components(all_trees, args.component_repeats, onnx, tmp, env)
-        fast = {name: instant(tree, env) for name, tree in all_trees.items()}
-    load_end = load()
-    print(json.dumps({"rounds": out, "summary": diff, "components": comp, "instant": fast}, indent=1))
-    if args.no_append:
-        return
+        if args.rounds:
+            data["rounds"] = rounds({k: Path(v) for k, v in trees.items()}, args.steps, args.rounds, tmp, env)
+            data["summary"] = differences(data["rounds"])
+        onnx = args.onnx or next(Path(tmp).glob(f"{next(iter(trees))}-0/*/NavigationAgent.onnx"))
+        data["components"] = components({k: Path(v) for k, v in all_trees.items()}, args.component_repeats, onnx,
+                                        tmp, env)
+        data["instant"] = {name: instant(Path(tree), env) for name, tree in all_trees.items()}
+    data["load_end"] = load()
+    print(json.dumps(data, indent=1))
+    if args.json:
+        args.json.write_text(json.dumps(data, indent=1))
+    if not args.no_append:
+        report(data, args.note, args.out)
+
+
+def report(data: dict, notes: list[str], out: Path) -> None:
     sys.path.insert(0, str(REPO / "scripts"))
     from bench import append_results
 
-    b = diff["bare"]
-    lines = [f"nav PPO, {args.steps:,} steps (one update), {args.rounds} rounds of fresh processes in rotating "
-             f"order (bare upstream ML-Agents with MLOPS_MLAGENTS_FAST=0 / `python -m pipeline.cli train`); load "
-             f"average (1/5/15 min) {load_start} at the start, {load_end} at the end",
-             f"bare: wall {b['wall']:.1f} s, outside its training loop {b['fixed']:.1f} s, CPU {b['cpu']:.1f} s"]
+    diff, comp, fast = data.get("summary") or {}, data["components"], data["instant"]
+    loads = f"load average (1/5/15 min) {data['load_start']} at the start, {data['load_end']} at the end"
+    if diff:
+        b = diff["bare"]
+        lines = [f"nav PPO, {data['steps']:,} steps, {data['rounds_n']} rounds of fresh processes in rotating order "
+                 f"(bare upstream ML-Agents with MLOPS_MLAGENTS_FAST=0 / `python -m pipeline.cli train`); {loads}",
+                 f"bare: wall {b['wall']:.1f} s, outside its training loop {b['fixed']:.1f} s, CPU {b['cpu']:.1f} s"]
+    else:
+        lines = [f"components only (no trainings); {loads}"]
     for side, d in diff.items():
         if side != "bare":
-            lines.append(f"{side} ({trees[side]}): wall {d['wall']:.1f} s, over bare **{d['d_wall']:+.1f} s** "
-                         f"(rounds {', '.join(f'{x:+.1f}' for x in d['pairs_d_wall'])}); outside the training loop "
-                         f"{d['fixed']:.1f} s, over bare **{d['d_fixed']:+.1f} s**; CPU over bare {d['d_cpu']:+.1f} s")
-    lines += args.note
-    names = list(all_trees)
-    table = "| component (fresh process, wall / CPU s, median of " + f"{args.component_repeats}) | " + \
-        " | ".join(names) + " |\n|---|" + "---|" * len(names) + "\n"
+            lines.append(f"{side}: wall {d['wall']:.1f} s, over bare **{d['d_wall']:+.1f} s** (rounds "
+                         f"{', '.join(f'{x:+.1f}' for x in d['pairs_d_wall'])}); outside the training loop "
+                         f"{d['fixed']:.1f} s, over bare **{d['d_fixed']:+.1f} s**; CPU over bare "
+                         f"**{d['d_cpu']:+.1f} s**")
+    lines += notes
+    names = list(data["all_trees"])
+    table = f"| component (fresh process, wall / CPU s, median of {data['repeats']}) | " + " | ".join(names) + \
+        " |\n|---|" + "---|" * len(names) + "\n"
     for k in comp[names[0]]:
         table += f"| {k} | " + " | ".join(f"{comp[n][k][0]:.2f} / {comp[n][k][1]:.2f}" for n in names) + " |\n"
     table += "| **instant commands (wall s, median of 3)** |" + " |" * len(names) + "\n"
     for k in fast[names[0]]:
         table += f"| {k} | " + " | ".join(f"{fast[n][k]:.2f}" for n in names) + " |\n"
-    append_results("fixed cost per run: train stage vs bare ML-Agents on a tiny budget", lines, args.out, table)
+    append_results("fixed cost per run: train stage vs bare ML-Agents on a tiny budget", lines, out, table)
 
 
 if __name__ == "__main__":
