@@ -74,7 +74,7 @@ def test_invalid_value_in_one_job_stops_the_sweep_before_any_job_runs(tmp_path):
     env = sweep_store(tmp_path)
     proc = run(["-m", "pipeline.cli", "main", "--overrides", "max_steps=3000,-5"], env)  # the MLproject command
     assert proc.returncode == 2
-    assert "error: job #1 (asset=nav algorithm=ppo mode=online seed=0 max_steps=-5): " in proc.stderr
+    assert "error: job #1 (asset=nav mode=online seed=0 max_steps=-5): " in proc.stderr
     assert "max_steps must be a positive number of agent steps, got -5" in proc.stderr
     assert "no job was started" in proc.stderr
     assert runs_of(env["MLFLOW_TRACKING_URI"]) == []
