@@ -65,7 +65,7 @@ def default_address() -> str:
 
 class RayJobExecutor:
     def __init__(self, address: str | None = None, python: str = sys.executable, cwd: str | Path = REPO_ROOT,
-                 poll_seconds: float = 1.0, num_cpus: float | None = None, resources: dict[str, float] | None = None,
+                 poll_seconds: float = 0.5, num_cpus: float | None = None, resources: dict[str, float] | None = None,
                  echo: Any = sys.stderr):
         self.address = address or default_address()
         self.python, self.cwd = python, str(cwd)
