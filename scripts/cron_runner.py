@@ -45,7 +45,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--webhook-timeout", type=float, default=10.0)
     p.add_argument("--on-stop", choices=("cancel", "finish"), default="cancel",
                    help="on SIGTERM/SIGINT: cancel running jobs (they save and end KILLED) or let them finish")
-    p.add_argument("--prestart-seconds", type=float, default=15.0, metavar="S",
+    p.add_argument("--prestart-seconds", type=float, default=45.0, metavar="S",
                    help="start a fire's local job processes this long before its minute, so each creates its MLflow "
                         "run right at the minute (0: start them at the minute)")
     p.add_argument("--experiment-name", default="unity-mlagents")

@@ -69,8 +69,9 @@ class RunnerSettings:
     stop_flush_seconds: float = 10.0  # how long a stopping runner keeps trying to deliver webhooks
     sqlite_synchronous: str = "FULL"  # FULL: claims survive power loss; NORMAL: only process crashes (faster)
     # Start a fire's job processes this long before its minute (0: at the minute), so its MLflow run is created
-    # right at the minute rather than after the process has imported its libraries.
-    prestart_seconds: float = 15.0
+    # right at the minute rather than after the process has imported its libraries: 45 s covers getting ready
+    # on a loaded 2-core box (25-35 s measured, bench/results.md); each process logs how long it took.
+    prestart_seconds: float = 45.0
 
     def __post_init__(self) -> None:
         from pipeline.config.ranges import Int, Num, check_value
@@ -80,7 +81,7 @@ class RunnerSettings:
         for key, example in (("webhook_timeout", 10.0), ("heartbeat_seconds", 10.0), ("lease_seconds", 60.0),
                              ("stop_flush_seconds", 10.0)):
             check_value(key, getattr(self, key), Num(0.0, 86_400.0, example, low_open=True))
-        check_value("prestart_seconds", self.prestart_seconds, Num(0.0, 50.0, 15.0))
+        check_value("prestart_seconds", self.prestart_seconds, Num(0.0, 50.0, 45.0))
         if self.on_stop not in ON_STOP:
             raise ConfigError(f"on_stop {self.on_stop!r} is not a choice; use 'cancel' or 'finish'")
         if self.webhook_url is not None:
