@@ -5,6 +5,7 @@ size; a read-only results location is found before any stage runs; one failing s
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import textwrap
 from datetime import datetime, timezone
@@ -173,3 +174,31 @@ def test_cron_runner_list_refuses_a_never_firing_schedule_naming_the_file(tmp_pa
         "does not exist in that month, such as February 30th or April 31st?); fix the day-of-month and month "
         f"fields, e.g. '0 0 28 2 *' (in {tmp_path}/feb30.yaml)")
     assert proc.stdout == ""
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("kind", ["team server", "database"])
+def test_a_store_that_does_not_answer_is_one_error_line_exit_1_and_nothing_written(kind, tmp_path):
+    port = _closed_port()  # nothing listens there
+    if kind == "team server":
+        uri = f"http://mlflow:s3cret@127.0.0.1:{port}"
+        start = (f"error: tracking server http://mlflow:***@127.0.0.1:{port}: connection refused; start it "
+                 "(e.g. `make team-server`) or set MLFLOW_TRACKING_URI to a running one")
+        end = "running one"
+    else:
+        uri = f"postgresql://mlops:s3cret@127.0.0.1:{port}/runs"
+        start = f"error: tracking store postgresql://mlops:***@127.0.0.1:{port}/runs: cannot open the database ("
+        end = "; check the host, port, database name and credentials in MLFLOW_TRACKING_URI"
+    proc = subprocess.run([PYTHON, "-m", "pipeline.cli", "train", "--max_steps", "1000", "--overrides",
+                           f"results_dir={tmp_path / 'r'}"], cwd=REPO, env=child_env(MLFLOW_TRACKING_URI=uri),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr  # a service that is down, not bad input
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(start) and last.endswith(end), proc.stderr
+    assert "Traceback" not in proc.stderr and "s3cret" not in proc.stderr + proc.stdout
+    assert not (tmp_path / "r").exists()

@@ -6,6 +6,10 @@ one of them ("table experiments already exists", "duplicate column name"). The l
 sqlite store, or a PostgreSQL advisory lock for a `postgresql://` store used directly. After that, a store
 this process has seen is not checked again, and a store another process finished creating is recognised
 by its stamped schema version (one read, no migration, no lock).
+
+A store that does not answer (a team server that is down, a database that refuses connections) is one
+`ServiceUnavailable` line before any run is made, instead of MLflow retrying for minutes and then printing
+a traceback.
 """
 from __future__ import annotations
 
@@ -15,11 +19,15 @@ from pathlib import Path
 
 import mlflow
 
+from pipeline.config.errors import ServiceUnavailable
 from pipeline.paths import REPO_ROOT
+from pipeline.redaction import redact_uri
 
 DEFAULT_URI = f"sqlite:///{REPO_ROOT / 'mlflow.db'}"
 SQLITE = "sqlite:///"
 POSTGRES = ("postgresql://", "postgresql+psycopg://", "postgres://")
+HTTP = ("http://", "https://")
+PROBE_TIMEOUT_S = 10.0
 _PG_INIT_LOCK = 0x6D6C666C6F775F69  # advisory lock key: "mlflow_i"
 
 _ready: set[str] = set()  # stores this process has made sure exist
@@ -35,6 +43,10 @@ def configure(tracking_uri: str | None = None) -> str:
 def prepare(uri: str) -> None:
     """Make sure the store at `uri` exists with MLflow's schema, creating it once if several processes race."""
     if uri in _ready:
+        return
+    if uri.startswith(HTTP):
+        _probe_server(uri)
+        _ready.add(uri)
         return
     if uri.startswith(POSTGRES):
         _prepare_postgres(uri)
@@ -62,8 +74,11 @@ def _prepare_postgres(uri: str) -> None:
     try:
         conn = psycopg.connect(uri.replace("postgresql+psycopg://", "postgresql://", 1), autocommit=True,
                                connect_timeout=30)
-    except psycopg.Error:
-        return  # unreachable: MLflow reports it in its own words when it first connects
+    except psycopg.Error as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
+        raise ServiceUnavailable(redact_uri(
+            f"tracking store {uri}: cannot open the database (connection failed: {reason}); check the host, "
+            "port, database name and credentials in MLFLOW_TRACKING_URI")) from None
     with conn:
         if not _pg_created(conn):
             conn.execute("SELECT pg_advisory_lock(%s)", (_PG_INIT_LOCK,))
@@ -75,6 +90,23 @@ def _prepare_postgres(uri: str) -> None:
             finally:
                 conn.execute("SELECT pg_advisory_unlock(%s)", (_PG_INIT_LOCK,))
     _ready.add(uri)
+
+
+def _probe_server(uri: str) -> None:
+    """Any HTTP answer (even 401 or 404) means the server is there; only no answer at all is refused."""
+    import requests
+
+    try:
+        requests.get(f"{uri.rstrip('/')}/health", timeout=PROBE_TIMEOUT_S)
+    except requests.Timeout:
+        reason = f"no answer within {PROBE_TIMEOUT_S:.0f} s"
+    except requests.ConnectionError as exc:
+        reason = "connection refused" if "refused" in str(exc).lower() else "cannot connect"
+    else:
+        return
+    raise ServiceUnavailable(redact_uri(
+        f"tracking server {uri}: {reason}; start it (e.g. `make team-server`) or set MLFLOW_TRACKING_URI "
+        "to a running one"))
 
 
 def _pg_created(conn) -> bool:
