@@ -28,6 +28,7 @@ from hydra.types import RunMode
 from mlflow.entities import Param, RunStatus, RunTag
 from omegaconf import DictConfig, OmegaConf
 
+from pipeline.config.errors import EXIT_UNAVAILABLE
 from pipeline.redaction import redact_uri
 from pipeline.sweeps import jobs
 from pipeline.tracking import runs, store
@@ -93,7 +94,7 @@ class MlflowSweepCallback(Callback):
                   file=sys.stderr, flush=True)
             if _sweep is not None:
                 _finish(self, completed=False)
-            sys.exit(1)
+            sys.exit(EXIT_UNAVAILABLE)
 
     def _start(self, config: DictConfig, overrides: list[str]) -> None:
         global _sweep
@@ -208,7 +209,7 @@ def _check_jobs(config: DictConfig, overrides: list[str]) -> bool:
     from hydra import compose
     from hydra.errors import HydraException
 
-    from pipeline.config.errors import ConfigError
+    from pipeline.config.errors import ConfigError, exit_code
     from pipeline.config.plan import build_plan
 
     if _is_search(config):  # the search space is Optuna's; its fixed overrides still have to be valid
@@ -221,7 +222,7 @@ def _check_jobs(config: DictConfig, overrides: list[str]) -> bool:
             build_plan(compose(config_name=config.hydra.job.config_name, overrides=job))
         except ConfigError as exc:
             print(f"error: job #{i} ({' '.join(job)}): {exc}\nno job was started", file=sys.stderr, flush=True)
-            sys.exit(2)
+            sys.exit(exit_code(exc))
         except HydraException:
             return False
     return True

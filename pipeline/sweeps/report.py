@@ -257,14 +257,19 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     p.add_argument("--out", type=Path, help="also write comparison.html/.md/.json and the PNGs here")
     p.add_argument("--log", action="store_true", help="(re)log the report as the parent run's artifacts")
     args = p.parse_args(argv)
+    from pipeline.config.errors import EXIT_BAD_INPUT, ServiceUnavailable, exit_code
     from pipeline.tracking import store
 
-    store.configure()
+    try:
+        store.configure()
+    except ServiceUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exit_code(exc))
     try:
         summary = log_report(args.parent_run_id) if args.log else collect(args.parent_run_id)
-    except LookupError as exc:
+    except LookupError as exc:  # no such sweep: bad input
         print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(EXIT_BAD_INPUT)
     print(summary.markdown())
     if args.out:
         files = write(summary, args.out)
