@@ -40,7 +40,7 @@ _SOLO = "poor fit: one agent, no group; POCA is PPO with extra cost"
 _SAC_BUDGET = "SAC's default budget (100k steps) is too small here, at a fraction of PPO's steps/s"
 APPLICABLE: dict[str, dict[str, str]] = {
     "nav": {"ppo": "", "sac": _SAC_BUDGET, "poca": _SOLO},
-    "patrol": {"ppo": "", "sac": _SAC_BUDGET, "poca": _SOLO + " (and PPO's 150k default budget, not patrol's 800k)"},
+    "patrol": {"ppo": "", "sac": _SAC_BUDGET, "poca": _SOLO + " (and PPO's 150k default budget, not patrol's 1.2M)"},
     "push": {"poca": "", "ppo": "poor fit: every agent gets the group reward, no credit assignment",
              "sac": "poor fit: every agent gets the group reward, no credit assignment; its 300k steps take over "
                     "an hour at SAC's speed under load"},

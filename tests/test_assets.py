@@ -243,7 +243,7 @@ def test_asset_configs_declare_what_the_simulations_are():
     (["asset=push", "algorithm=sac"], "sac", 300_000),       # with that pair's tuning (conf/tuning/push_sac.yaml)
     ([], "ppo", 150_000),                                    # the other assets keep the global default
     (["asset=nav"], "ppo", 150_000),
-    (["asset=patrol"], "ppo", 800_000),
+    (["asset=patrol"], "ppo", 1_200_000),
     (["asset=forage"], "ppo", 150_000),
     (["asset=nav", "algorithm=poca"], "poca", 150_000),
     (["+search=ppo", "asset=push"], "ppo", None),             # a search over one algorithm's settings wins too
