@@ -76,7 +76,9 @@ class AssetConfig:
 class EnvConfig:
     """ML-Agents' env_settings / engine_settings, as `mlagents-learn` flags name them."""
 
-    num_envs: int = 2  # environment workers (mlagents-learn --num-envs); one per core here
+    # Environment workers (mlagents-learn --num-envs), one per core here; a built-in simulation runs all
+    # their areas in the trainer's process instead (num_envs x num_areas areas, in_process_env).
+    num_envs: int = 2
     num_areas: int = 16  # agents per environment, like the copies of a training area in a scene
     time_scale: float = 20.0  # Unity's time scale for builds (mlagents-learn's default); simulations ignore it
     no_graphics: bool = True
