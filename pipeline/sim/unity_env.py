@@ -76,7 +76,7 @@ class SimulatedUnityEnv(BaseEnv):
         self.world = self.world_cls(self.num_areas, np.random.default_rng(self.seed))
         self._ids = np.arange(self.num_agents, dtype=np.int32)
         # 0 is ML-Agents' "no group"; a group per area when the area holds several agents.
-        self._group_ids = (self._ids // self.agents_per_area + 1 if self.agents_per_area > 1
+        self._group_ids = (self._ids // self.agents_per_area + 1 if spec.grouped
                            else np.zeros(self.num_agents, np.int32)).astype(np.int32)
         self._actions: np.ndarray | None = None
         self._begin_episodes()

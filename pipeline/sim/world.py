@@ -29,6 +29,11 @@ class SimSpec:
         return bool(self.action_branches)
 
     @property
+    def grouped(self) -> bool:
+        """Each area's agents are one MultiAgentGroup (a group reward, a group episode end)."""
+        return self.agents_per_area > 1
+
+    @property
     def action_space(self) -> dict:
         """The asset config's `action_space` for this simulation."""
         if self.discrete:

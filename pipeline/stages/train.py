@@ -79,8 +79,7 @@ def train(plan: RunPlan, build_run_id: str | None = None,
 
         if plan.mode == "online":
             writers = [MLflowStatsWriter(run_id, plan.behavior_name, resumed=bool(resume_id)),
-                       ProgressWriter(plan.max_steps, group=plan.simulation is not None
-                                      and plan.world.spec.agents_per_area > 1)]  # push: the group's reward counts
+                       ProgressWriter(plan.max_steps, group=plan.simulation is not None and plan.world.spec.grouped)]
             try:
                 with resume.training_lock(results_root / run_id):
                     # Each checkpoint also goes to the run's artifacts: any machine can resume it.
