@@ -25,7 +25,6 @@ from mlagents.trainers.simple_env_manager import SimpleEnvManager
 from mlagents_envs.side_channel.environment_parameters_channel import EnvironmentParametersChannel
 from mlagents_envs.side_channel.stats_side_channel import StatsSideChannel
 
-from pipeline.sim import simulation
 from pipeline.sim.unity_env import SimulatedUnityEnv
 
 
@@ -36,16 +35,9 @@ class InProcessEnvManager(SimpleEnvManager):
     its StatsSideChannel after every step and sends it along. This does the same, in process.
     """
 
-    def __init__(self, env: SimulatedUnityEnv, env_params: EnvironmentParametersChannel, stats: StatsSideChannel):
-        super().__init__(env, env_params)
-        self.stats_channel = stats
+    def __init__(self, env: SimulatedUnityEnv, stats: StatsSideChannel):
+        super().__init__(env, EnvironmentParametersChannel())
+        self.stats_channel = stats  # the one `env` writes to
 
     def _step(self) -> List[EnvironmentStep]:
         return [step._replace(environment_stats=self.stats_channel.get_and_reset_stats()) for step in super()._step()]
-
-
-def for_simulation(name: str, num_envs: int, num_areas: int, seed: int) -> InProcessEnvManager:
-    """The env manager for a built-in simulation: num_envs workers' areas as one environment in process."""
-    stats = StatsSideChannel()
-    env = SimulatedUnityEnv(simulation(name), num_areas=num_envs * num_areas, seed=seed, stats_channel=stats)
-    return InProcessEnvManager(env, EnvironmentParametersChannel(), stats)

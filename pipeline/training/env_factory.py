@@ -38,7 +38,11 @@ class SimulationEnvFactory:
     def __call__(self, worker_id: int, side_channels: List[SideChannel]) -> SimulatedUnityEnv:
         die_with_trainer()
         stats = next((c for c in side_channels if isinstance(c, StatsSideChannel)), None)
-        return SimulatedUnityEnv(simulation(self.simulation), num_areas=self.num_areas,
+        return self.environment(stats, worker_id)
+
+    def environment(self, stats: StatsSideChannel | None, worker_id: int = 0,
+                    num_areas: int | None = None) -> SimulatedUnityEnv:
+        return SimulatedUnityEnv(simulation(self.simulation), num_areas=num_areas or self.num_areas,
                                  seed=self.seed + worker_id, stats_channel=stats)
 
 
@@ -47,7 +51,9 @@ def env_manager(plan, options: RunOptions, log_folder: Path) -> EnvManager:
     factory = for_plan(plan, log_folder)
     num_envs = plan.config.env.num_envs
     if isinstance(factory, SimulationEnvFactory) and fast_paths_enabled():
-        return in_process_env.for_simulation(factory.simulation, num_envs, factory.num_areas, factory.seed)
+        stats = StatsSideChannel()  # the workers' areas as one environment, in this process
+        return in_process_env.InProcessEnvManager(factory.environment(stats, num_areas=num_envs * factory.num_areas),
+                                                  stats)
     return SubprocessEnvManager(factory, options, num_envs)
 
 
