@@ -189,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         # `mlflow run` hands its entry point the run it made in MLFLOW_RUN_ID: read here, once, and taken out of
         # the environment (mlflow.start_run would adopt it wherever it is called); the request carries it on.
         request.run_id = os.environ.pop("MLFLOW_RUN_ID", None)
-        run_request(request)  # validated before any run is created; writes --result-json
+        run_request(request, own_trainer=True)  # validated before any run is created; writes --result-json
 
 
 def _run_request(args: argparse.Namespace) -> None:
@@ -218,7 +218,7 @@ def _run_request(args: argparse.Namespace) -> None:
             request = LaunchRequest.from_json(text)
         except (RequestError, OSError) as exc:
             raise ConfigError(f"run-request: {exc}") from None
-        run_request(request, print_result=args.print_result)
+        run_request(request, print_result=args.print_result, own_trainer=True)
 
 
 def _reap(experiment: str | None, older_than: str | None = None) -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from hydra import compose, initialize_config_dir
@@ -67,8 +67,9 @@ def compose_typed(choices: Mapping[str, str] = {}, values: Mapping[str, Any] = {
 
 
 def compose_typed_plan(choices: Mapping[str, str] = {}, values: Mapping[str, Any] = {},
-                       overrides: Sequence[str] = (), tags: Mapping[str, str] = {}) -> RunPlan:
-    return build_plan(compose_typed(choices, values, overrides, tags))
+                       overrides: Sequence[str] = (), tags: Mapping[str, str] = {},
+                       algorithm_check: Callable[[dict, int], Any] | None = None) -> RunPlan:
+    return build_plan(compose_typed(choices, values, overrides, tags), algorithm_check)
 
 
 # OmegaConf treats any string holding "${" as an interpolation: user text is set with this inert stand-in

@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import typing
 from dataclasses import asdict, dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import attr
 from omegaconf import DictConfig, OmegaConf
@@ -34,7 +34,7 @@ class RunPlan:
     config: PipelineConfig
     behavior_name: str
     simulation: Optional[str]  # built-in simulation name, or None for a Unity build
-    trainer_settings: Any  # mlagents.trainers.settings.TrainerSettings
+    trainer_settings: Any  # mlagents.trainers.settings.TrainerSettings; None when a trainer process checked it
     max_steps: int
     seed: int
     # The MLflow run made for this plan's top stage run before it started (`mlflow run`'s, a sweep job's, a launch
@@ -88,7 +88,9 @@ class RunPlan:
         return settings
 
 
-def build_plan(cfg: DictConfig | dict) -> RunPlan:
+def build_plan(cfg: DictConfig | dict, algorithm_check: Callable[[dict, int], Any] | None = None) -> RunPlan:
+    """algorithm_check: checks the algorithm section in place of `check_algorithm` (a trainer process does, which
+    has ML-Agents' trainers imported: training/trainer_process.py); what it returns is the plan's trainer_settings."""
     if isinstance(cfg, DictConfig):
         try:
             raw = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
@@ -126,12 +128,13 @@ def build_plan(cfg: DictConfig | dict) -> RunPlan:
     check_results_dir(config.results_dir)
     config.asset.validate()
     behavior, simulation = _check_asset(config.asset, config.env_path)
-    settings = _check_algorithm(config.algorithm, max_steps)  # ML-Agents' own structuring
     # offline/hybrid: the dataset is read and checked against the asset now, before any run exists.
     from pipeline.offline.validate import check_mode
 
     check_mode(config, tuple(n for n, _ in SIMULATIONS[simulation].spec.observations) if simulation else None)
     config.mode.validate()
+    # Last: it may be checked in a trainer process, which answers once it has imported ML-Agents' trainers.
+    settings = (algorithm_check or check_algorithm)(config.algorithm, max_steps)
     return RunPlan(config=config, behavior_name=behavior, simulation=simulation,
                    trainer_settings=settings, max_steps=max_steps, seed=seed)
 
@@ -191,7 +194,8 @@ def _same_actions(action: dict, want: dict) -> bool:
     return action.get("size") == want["size"] and not action.get("branches")
 
 
-def _check_algorithm(algorithm: dict, max_steps: int) -> Any:
+def check_algorithm(algorithm: dict, max_steps: int) -> Any:
+    """The algorithm section, structured by ML-Agents (its TrainerSettings), or a ConfigError naming the key."""
     from mlagents.plugins import all_trainer_settings
     from mlagents.plugins.trainer_type import register_trainer_plugins
     from mlagents.trainers.exception import TrainerConfigError

@@ -21,14 +21,15 @@ RESULT_MARKER = "pipeline-result: "  # a result line on stdout, for executors th
 READY_LINE = "ready: waiting to be told to go"  # on stderr, from a held request once it can create its runs at once
 
 
-def plan_for(request: LaunchRequest):
-    """The validated RunPlan of a request (no run is created, nothing is written)."""
+def plan_for(request: LaunchRequest, algorithm_check: Callable[[dict, int], Any] | None = None):
+    """The validated RunPlan of a request (no run is created, nothing is written). algorithm_check: see
+    config.plan.build_plan."""
     from pipeline.config.compose import compose_typed_plan
 
     values = dict(request.values)
     if request.resume:
         values["resume"] = request.resume
-    return compose_typed_plan(request.groups, values, request.overrides, request.tags)
+    return compose_typed_plan(request.groups, values, request.overrides, request.tags, algorithm_check)
 
 
 @contextlib.contextmanager
@@ -84,21 +85,38 @@ def ready_then_wait(plan, go: TextIO) -> bool:
     return go.readline().strip() == "go"
 
 
-def run_request(request: LaunchRequest, print_result: bool = False, go: TextIO | None = None) -> Any:
+def run_request(request: LaunchRequest, print_result: bool = False, go: TextIO | None = None,
+                own_trainer: bool = False) -> Any:
     """Run the request's entry point here; returns the stage's result (PipelineResult, TrainResult, ...), or None
-    when a held request was released. go: where a held request waits for its "go" (default: stdin)."""
-    with _environment(request.env):
+    when a held request was released. go: where a held request waits for its "go" (default: stdin).
+    own_trainer: a stage that trains does so in a process started now, which imports torch and ML-Agents while
+    this one imports MLflow (training/trainer_process.py); what an entry point asks for, a notebook need not."""
+    from pipeline.training import trainer_process
+
+    with _environment(request.env):  # before the trainer process starts: it inherits the request's environment
+        trainer = trainer_process.start() if own_trainer and request.stage in ("main", "train") else None
         try:
-            plan = plan_for(request)  # bad input stops here, before any run exists
-        except Exception as exc:
-            if request.run_id:  # a run made for it already (mlflow run --backend ray): it failed, say why
-                _fail(request.run_id, exc)
-            raise
-        entry = entry_point(request)
-        if request.hold and not ready_then_wait(plan, go or sys.stdin):
-            return None
-        adopted = request.run_id or (_child_of(request.parent_run_id, plan) if request.parent_run_id else None)
-        result = entry(dataclasses.replace(plan, adopted_run_id=adopted))
+            return _run(request, print_result, go, trainer)
+        finally:
+            trainer_process.discard()  # one its stage did not use
+
+
+def _run(request: LaunchRequest, print_result: bool, go: TextIO | None, trainer) -> Any:
+    try:
+        plan = plan_for(request, trainer.check_algorithm if trainer else None)  # bad input stops here
+        entry = entry_point(request)  # imports the stage (MLflow) while a trainer process checks the algorithm
+        if trainer:
+            trainer.checked()
+    except Exception as exc:
+        if request.run_id:  # a run made for it already (mlflow run --backend ray): it failed, say why
+            _fail(request.run_id, exc)
+        raise
+    if trainer and plan.mode != "online":
+        trainer.close()  # offline and hybrid learn in this process (stages/hybrid.py)
+    if request.hold and not ready_then_wait(plan, go or sys.stdin):
+        return None
+    adopted = request.run_id or (_child_of(request.parent_run_id, plan) if request.parent_run_id else None)
+    result = entry(dataclasses.replace(plan, adopted_run_id=adopted))
     data = as_dict(result)
     if request.result_json:
         Path(request.result_json).parent.mkdir(parents=True, exist_ok=True)

@@ -13,13 +13,11 @@ from pipeline.config.errors import ConfigError
 from pipeline.config.plan import RunPlan
 from pipeline.paths import REPO_ROOT
 from pipeline.redaction import redact_uri
-from pipeline.registry import policy_model
-from pipeline.reporting import plots
 from pipeline.stages.common import experiment_for, plan_tags
 from pipeline.tracking import runs
 from pipeline.tracking.runs import StageInterrupted, stage_run
-from pipeline.tracking.stats_writer import MLflowStatsWriter, ProgressWriter
-from pipeline.training import resume
+from pipeline.tracking.training_stats import MLflowMetrics, ProgressLine
+from pipeline.training import resume, trainer_process
 
 CURVE_METRICS = ("Environment/Cumulative Reward", "Environment/Success Rate", "Environment/Episode Length",
                  "Policy/Entropy")
@@ -52,8 +50,6 @@ def resume_point(plan: RunPlan) -> tuple[str, Path] | None:
 def train(plan: RunPlan, build_run_id: str | None = None,
           resume_from: tuple[str, Path] | None = None) -> TrainResult:
     """resume_from: `resume_point(plan)` when the caller has resolved it already (the `main` pipeline)."""
-    from pipeline.training import mlagents_trainer  # heavy (torch): only when training
-
     tags = {**plan_tags(plan), **runs.code_version(), **runs.software_versions()}
     if build_run_id:
         tags["pipeline.build_run_id"] = build_run_id
@@ -78,13 +74,14 @@ def train(plan: RunPlan, build_run_id: str | None = None,
             runs.set_tags({"results_dir": str(results_root / run_id)})
 
         if plan.mode == "online":
-            writers = [MLflowStatsWriter(run_id, plan.behavior_name, resumed=bool(resume_id)),
-                       ProgressWriter(plan.max_steps, group=plan.simulation is not None and plan.world.spec.grouped)]
+            sinks = [MLflowMetrics(run_id, plan.behavior_name, resumed=bool(resume_id)),
+                     ProgressLine(plan.max_steps, group=plan.simulation is not None and plan.world.spec.grouped)]
             try:
                 with resume.training_lock(results_root / run_id):
                     # Each checkpoint also goes to the run's artifacts: any machine can resume it.
-                    outcome = mlagents_trainer.train(plan, results_root, run_id, writers, resume=bool(resume_id),
-                                                     on_checkpoint=resume.CheckpointUploader(run_id))
+                    outcome = trainer_process.train(plan, results_root, run_id, sinks, resume=bool(resume_id),
+                                                    on_checkpoint=resume.CheckpointUploader(run_id),
+                                                    meanwhile=_import_outputs)
             except BaseException:
                 from pipeline.unity.player_logs import attach_player_logs
 
@@ -113,7 +110,17 @@ def train(plan: RunPlan, build_run_id: str | None = None,
     return result
 
 
+def _import_outputs() -> None:
+    """What logging the outputs imports (matplotlib, ONNX, MLflow's model code): done while a trainer process
+    trains, this process being idle then."""
+    from pipeline.registry import policy_model  # noqa: F401
+    from pipeline.reporting import plots  # noqa: F401
+
+
 def _log_outputs(plan: RunPlan, run_id: str, outcome) -> None:
+    from pipeline.registry import policy_model
+    from pipeline.reporting import plots
+
     run_logs = outcome.results_dir / "run_logs"
     if run_logs.is_dir():
         mlflow.log_artifacts(str(run_logs), "run_logs")

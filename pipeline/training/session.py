@@ -13,7 +13,7 @@ import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Iterator, Sequence
 
 from pipeline import mlagents_patches
 
@@ -32,15 +32,7 @@ from mlagents_envs.timers import add_metadata as add_timer_metadata, reset_timer
 
 from pipeline.config.plan import RunPlan
 from pipeline.redaction import redact_uri
-
-
-@dataclass(frozen=True)
-class TrainingOutcome:
-    results_dir: Path  # ML-Agents' <results_dir>/<run_id>
-    onnx_path: Path  # <Behavior>.onnx, exactly what Unity imports
-    checkpoint_path: Optional[Path]
-    steps: int
-    interrupted: bool  # stopped by SIGINT/SIGTERM before max_steps
+from pipeline.training.outcome import TrainingOutcome  # noqa: F401 - re-exported
 
 
 def run_options_for(plan: RunPlan, results_dir: Path, run_id: str, resume: bool = False) -> RunOptions:
@@ -140,6 +132,8 @@ class StopRequest:
             return
 
         def handler(signum, frame):
+            if self.requested:  # one stop: a second signal (Ctrl-C reaches a trainer process twice: from the
+                return  # terminal and from the stage's process) must not break off the save the first started
             self.requested = True
             raise KeyboardInterrupt(f"signal {signum}")
 
