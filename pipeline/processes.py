@@ -9,17 +9,20 @@ from pathlib import Path
 PR_SET_PDEATHSIG = 1
 
 
-def die_with_trainer() -> None:
-    """Called in each ML-Agents environment worker: exit when the trainer process dies.
+def die_with_parent(signum: int = signal.SIGKILL, parent: int | None = None) -> None:
+    """Get `signum` (default SIGKILL: exit) when the process that started this one dies, however it dies.
+    parent: its pid, to tell that it died before we asked (else a parent of pid 1, an orphan's, is taken for that).
 
-    A forked worker keeps its own copy of the trainer's pipe end, so after a SIGKILL of the trainer
-    it never sees EOF and would wait forever (an orphan holding memory and, for Unity, a player).
+    Called in each ML-Agents environment worker, whose forked copy of the trainer's pipe end means it never sees
+    EOF after a SIGKILL of the trainer (an orphan holding memory and, for Unity, a player); and in a trainer
+    process (training/trainer_process.py), which would otherwise go on training into a results directory that
+    a resumed run may be writing by then.
     """
     try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):  # not Linux: fall back to ML-Agents' own shutdown
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signum)
+    except (OSError, AttributeError):  # not Linux: fall back to ML-Agents' own shutdown / the closed pipe
         return
-    if os.getppid() == 1:  # the trainer died before we asked
+    if os.getppid() != parent if parent is not None else os.getppid() == 1:  # it died before we asked
         os._exit(1)
 
 

@@ -37,7 +37,7 @@ def loaded_by(code: str, **env: str) -> dict:
                           timeout=300)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     assert lines, f"no result (exit {proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
-    return json.loads(lines[-1][len("RESULT "):])
+    return {**json.loads(lines[-1][len("RESULT "):]), "stderr": proc.stderr}
 
 
 def cli(*args: str) -> str:
@@ -59,13 +59,15 @@ def test_config_error_imports_nothing_heavy(args, tmp_path):
     assert not (tmp_path / "mlflow.db").exists()  # and no store was opened
 
 
-def test_algorithm_error_imports_no_mlflow(tmp_path):
-    """ML-Agents' settings classes live in its torch modules, so checking an algorithm block imports torch; the
-    tracking side (MLflow, its pandas and SQL store) and the pictures still stay out."""
+def test_an_algorithm_error_is_checked_in_the_trainer_process_and_opens_no_store(tmp_path):
+    """ML-Agents' settings classes live in its torch modules: an entry point has its trainer process (which imports
+    them anyway) check the algorithm, while the stage's own process imports MLflow for the run it will not need."""
     out = loaded_by(cli("train", "--overrides", "algorithm.hyperparameters.batch_size=abc"),
                     MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path}/mlflow.db")
     assert out["exit"] == 2
-    assert not {"mlflow", "pandas", "sqlalchemy", "alembic", "matplotlib"} & set(out["loaded"])
+    assert "error: algorithm.hyperparameters.batch_size must be int, got 'abc'" in out["stderr"]
+    assert not {"torch", "mlagents"} & set(out["loaded"])
+    assert not (tmp_path / "mlflow.db").exists()
 
 
 def test_mlagents_learn_plugin_imports_no_mlflow_unless_asked():

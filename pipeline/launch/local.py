@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
-import ctypes
+import functools
 import json
 import os
 import shutil
@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
+from pipeline import processes
 from pipeline.launch.inprocess import READY_LINE
 from pipeline.launch.request import LaunchRequest
 from pipeline.paths import REPO_ROOT
@@ -48,14 +49,11 @@ class Outcome:
     tail: list[str] = field(default_factory=list)
 
 
-def die_with_parent() -> None:
+def own_group_dying_with_parent(parent: int) -> None:
     """In the child, before exec: own process group (a Ctrl-C aimed at the parent is the parent's to
-    handle) and SIGTERM when the parent dies, however it dies."""
+    handle) and SIGTERM when the parent dies, however it dies (a stopped training saves its model)."""
     os.setpgid(0, 0)
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
+    processes.die_with_parent(signal.SIGTERM, parent)
 
 
 def child_command(python: str = sys.executable) -> list[str]:
@@ -171,7 +169,7 @@ class LocalProcessExecutor:
         proc = await asyncio.create_subprocess_exec(
             *child_command(self.python), cwd=str(self.cwd), env=child_environment(request),
             stdin=asyncio.subprocess.PIPE if request.hold else asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE, preexec_fn=die_with_parent)
+            stderr=asyncio.subprocess.PIPE, preexec_fn=functools.partial(own_group_dying_with_parent, os.getpid()))
         return Child(proc, request, LineTail(self.echo), tmp)
 
     async def start(self, request: LaunchRequest) -> Child:

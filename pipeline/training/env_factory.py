@@ -20,7 +20,7 @@ from mlagents_envs.side_channel import SideChannel
 from mlagents_envs.side_channel.stats_side_channel import StatsSideChannel
 
 from pipeline.mlagents_patches import fast_paths_enabled, in_process_env
-from pipeline.processes import die_with_trainer
+from pipeline.processes import die_with_parent
 from pipeline.sim import simulation
 from pipeline.sim.unity_env import SimulatedUnityEnv
 
@@ -36,7 +36,7 @@ class SimulationEnvFactory:
     seed: int
 
     def __call__(self, worker_id: int, side_channels: List[SideChannel]) -> SimulatedUnityEnv:
-        die_with_trainer()
+        die_with_parent()
         stats = next((c for c in side_channels if isinstance(c, StatsSideChannel)), None)
         return self.environment(stats, worker_id)
 

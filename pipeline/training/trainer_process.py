@@ -46,7 +46,7 @@ class TrainerProcess:
         ours, theirs = Pipe()
         self.conn = ours
         # stdin: a held request reads its "go" there (launch/inprocess.py); the trainer must not take it.
-        self.proc = subprocess.Popen([sys.executable, "-u", "-m", __name__, str(theirs.fileno())],
+        self.proc = subprocess.Popen([sys.executable, "-u", "-m", __name__, str(theirs.fileno()), str(os.getpid())],
                                      pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
         theirs.close()
         self._checking = False
@@ -201,9 +201,11 @@ def train(plan, results_dir: Path, run_id: str, sinks: Sequence[Any], resume: bo
 
 # --- the trainer process -----------------------------------------------------------------------------------------
 
-def _serve(fd: int) -> None:
+def _serve(fd: int, parent: int) -> None:
     from pipeline import startup_gc
+    from pipeline.processes import die_with_parent
 
+    die_with_parent(parent=parent)  # a stage killed outright takes its training along, as one process would
     startup_gc.pause()  # imports only until the training starts
     # Before a training (whose own handler stops it), a Ctrl-C is the stage process's to act on: it ends this
     # process by closing the pipe, or forwards the signal to a training. A Python handler, not SIG_IGN: a Unity
@@ -268,7 +270,7 @@ class _CheckpointForward:
 
 
 if __name__ == "__main__":
-    _serve(int(sys.argv[1]))
+    _serve(int(sys.argv[1]), int(sys.argv[2]))
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)  # torch's and ML-Agents' tear-down would only delay the stage's own

@@ -23,7 +23,7 @@ from mlagents_envs.exception import (
 )
 from mlagents_envs.side_channel import SideChannel
 
-from pipeline.processes import die_with_trainer
+from pipeline.processes import die_with_parent
 from pipeline.unity import ports
 
 PORT_ATTEMPTS = 20
@@ -155,7 +155,7 @@ class PlayerEnvFactory:
     log_folder: str
 
     def __call__(self, worker_id: int, side_channels: List[SideChannel]) -> UnityEnvironment:
-        die_with_trainer()  # and the player with us: UnityEnvironment kills it when the worker exits
+        die_with_parent()  # and the player with us: UnityEnvironment kills it when the worker exits
         # ML-Agents terminates (SIGTERM) a worker that does not confirm its close in time, e.g. one restarted
         # while the run was failing and still waiting for its player: exiting through Python instead lets the
         # worker's `finally: env.close()` (or the constructor's cleanup) kill and reap the player.
