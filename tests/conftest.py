@@ -20,6 +20,10 @@ def store(tmp_path, monkeypatch) -> str:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "tests")
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    # mlflow.set_experiment exports MLFLOW_EXPERIMENT_ID: set and removed here so monkeypatch takes it away again
+    # after the test, or a later test's `mlflow run` child gets both an experiment name and id, and refuses.
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", "")
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID")
     mlflow.set_tracking_uri(uri)
     yield uri
     while mlflow.active_run():

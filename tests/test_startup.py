@@ -140,7 +140,7 @@ def test_policy_model_environment_without_package_scan(store, tmp_path):
     from pipeline.tracking import store as stores
 
     onnx_path = _tiny_policy(tmp_path / "NavigationAgent.onnx")
-    mlflow.set_experiment(experiment_id=stores.experiment_id("startup-model"))
+    experiment = stores.experiment_id("startup-model")  # not set_experiment: it would outlive this test
     files = {}
     requirements_utils._MODULES_TO_PACKAGES = requirements_utils._PACKAGES_TO_MODULES = None
     for how in ("limited", "full scan"):
@@ -148,7 +148,7 @@ def test_policy_model_environment_without_package_scan(store, tmp_path):
             requirements_utils._init_modules_to_packages_map()  # built: the shortcut steps aside
         else:
             assert requirements_utils._MODULES_TO_PACKAGES is None
-        with mlflow.start_run():
+        with mlflow.start_run(experiment_id=experiment):
             info = policy_model.log_policy_model(onnx_path, "NavigationAgent",
                                                  {"raycast": 8, "velocity": 2, "target": 2})
             local = Path(mlflow.artifacts.download_artifacts(info.model_uri, dst_path=str(tmp_path / how)))

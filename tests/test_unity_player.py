@@ -11,6 +11,7 @@ import pytest
 
 from pipeline.config.compose import compose_plan
 from pipeline.config.errors import ConfigError
+from pipeline.tracking.store import experiment_id
 from pipeline.unity import ports
 from tests.support.process import PYTHON, REPO, child_env
 from tests.support.training import TINY
@@ -106,7 +107,7 @@ def test_two_trainings_on_one_base_port_and_one_in_process_all_train_and_evaluat
         "player-b": [f"env_path={build}", f"results_dir={tmp_path / 'b'}"],
         "in-process": [f"results_dir={tmp_path / 'c'}"],
     }
-    mlflow.set_experiment("unity-mlagents")  # create the store once, not racing three processes' migrations
+    experiment_id("unity-mlagents")  # the children's experiment (the config's), made once, not raced by three
     procs = {
         name: subprocess.Popen([PYTHON, "-m", "pipeline.cli", "main", "--result-json", str(tmp_path / f"{name}.json"),
                                 "--overrides", " ".join(common + extra)],

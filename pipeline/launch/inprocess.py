@@ -94,11 +94,10 @@ def run_request(request: LaunchRequest, print_result: bool = False, go: TextIO |
     from pipeline.training import trainer_process
 
     with _environment(request.env):  # before the trainer process starts: it inherits the request's environment
-        trainer = trainer_process.start() if own_trainer and request.stage in ("main", "train") else None
-        try:
+        if not (own_trainer and request.stage in ("main", "train")):
+            return _run(request, print_result, go, None)
+        with trainer_process.started() as trainer:
             return _run(request, print_result, go, trainer)
-        finally:
-            trainer_process.discard()  # one its stage did not use
 
 
 def _run(request: LaunchRequest, print_result: bool, go: TextIO | None, trainer) -> Any:
@@ -112,7 +111,9 @@ def _run(request: LaunchRequest, print_result: bool, go: TextIO | None, trainer)
             _fail(request.run_id, exc)
         raise
     if trainer and plan.mode != "online":
-        trainer.close()  # offline and hybrid learn in this process (stages/hybrid.py)
+        from pipeline.training import trainer_process
+
+        trainer_process.discard()  # offline and hybrid learn in this process (stages/hybrid.py)
     if request.hold and not ready_then_wait(plan, go or sys.stdin):
         return None
     adopted = request.run_id or (_child_of(request.parent_run_id, plan) if request.parent_run_id else None)

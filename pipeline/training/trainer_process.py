@@ -171,6 +171,16 @@ def start() -> TrainerProcess:
     return _started
 
 
+@contextlib.contextmanager
+def started() -> Iterator[TrainerProcess]:
+    """A started trainer process for the block (an entry point's), ended with it if its stage did not use it."""
+    trainer = start()
+    try:
+        yield trainer
+    finally:
+        discard()
+
+
 def discard() -> None:
     """An unused started trainer process (the stage trained nothing, or failed before) is ended."""
     global _started
