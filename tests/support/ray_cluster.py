@@ -76,6 +76,7 @@ class RayCluster:
     nodes: dict[str, Node] = field(default_factory=dict)
     port: int = 0
     dashboard_port: int = 0
+    last_error: str | None = None  # why the dashboard last did not answer
 
     @property
     def address(self) -> str:
@@ -153,9 +154,25 @@ class RayCluster:
 
         try:
             nodes = list_nodes(address=self.dashboard_url, timeout=30, raise_on_missing_output=False)
-        except Exception:  # noqa: BLE001  the dashboard not answering yet reads as "no node yet"
+        except Exception as exc:  # noqa: BLE001  the dashboard not answering yet reads as "no node yet"
+            self.last_error = f"{type(exc).__name__}: {exc}"[:500]
             return []
+        self.last_error = None
         return [{"id": n.node_id, "res": n.resources_total or {}} for n in nodes if n.state == "ALIVE"]
+
+    def head_report(self) -> str:
+        """Why the cluster may not answer: is the head's GCS still running, and the end of its log."""
+        head = self.nodes.get("head")
+        gcs = [pid for pid in (_tree(head.pgid) if head else set())
+               if _command(pid).split(b"\0")[0].endswith(b"gcs_server")]
+        logs = sorted((self.base / "ray").glob("session_*/logs/gcs_server.*"))
+        tail = []
+        for log in logs:
+            lines = log.read_text(errors="replace").splitlines()
+            tail += [f"{log.name}: {line}" for line in lines if " C " in line or " E " in line][-8:]
+            tail += [f"{log.name}: {line}" for line in lines[-3:]]
+        return (f"head's gcs_server {'running (pid ' + str(gcs[0]) + ')' if gcs else 'NOT running'}; "
+                f"dashboard: {self.last_error or 'answered'}\n" + "\n".join(tail))
 
     def wait_for_nodes(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -179,7 +196,8 @@ class RayCluster:
             if nodes and not any(resource in n["res"] for n in nodes):
                 return
             if time.monotonic() > deadline:
-                raise AssertionError(f"the cluster still counts node {name} alive after {timeout:.0f} s")
+                seen = "still counts node " + name + " alive" if nodes else "did not answer"
+                raise AssertionError(f"the cluster {seen} after {timeout:.0f} s; {self.head_report()}")
             time.sleep(1)
 
     def node_named(self, node_id: str) -> str | None:
@@ -219,6 +237,13 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return Path(f"/proc/{pid}/stat").exists() and " Z " not in Path(f"/proc/{pid}/stat").read_text()[:200]
+
+
+def _command(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 def _tree(pgid: int) -> set[int]:
