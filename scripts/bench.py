@@ -281,6 +281,12 @@ def main() -> None:
         bare_mlagents(args.bare_child[1:], args.bare_child[0])
         return
 
+    if args.peer_steps:
+        import importlib.util
+
+        if importlib.util.find_spec("stable_baselines3") is None:  # found now, not after the long pairs
+            ap.error("--peer-steps needs the bench-only peer: `make bench` installs requirements-bench.txt "
+                     "(or pass --peer-steps 0)")
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db", "PYTHONUNBUFFERED": "1"}
         env.pop("MLFLOW_RUN_ID", None)

@@ -11,12 +11,18 @@ SQLITE_MAGIC = b"SQLite format 3\x00"
 MIN_FREE_BYTES = 64 << 20  # a checkpoint, an ONNX and TensorBoard events of a small run
 
 
+def chosen_store(tracking_uri: Optional[str]) -> tuple[Optional[str], str]:
+    """The store URI a run uses and the setting that chose it (for errors): $MLFLOW_TRACKING_URI before
+    tracking.tracking_uri, as MLflow's own clients do, so `mlflow run` and a team's shell reach every stage."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    return (env, "MLFLOW_TRACKING_URI") if env else (tracking_uri, "tracking.tracking_uri")
+
+
 def check_store(tracking_uri: Optional[str]) -> None:
     """An embedded store that cannot work: a directory, or a file that is not an SQLite database."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or tracking_uri
+    uri, key = chosen_store(tracking_uri)
     if not uri or not uri.startswith("sqlite:///"):
         return
-    key = "MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI") else "tracking.tracking_uri"
     path = Path(uri[len("sqlite:///"):].split("?", 1)[0])
     if path.is_dir():
         raise ConfigError(f"{key}={uri}: {path} is a directory; give a database file, e.g. sqlite:///{path}/mlflow.db")

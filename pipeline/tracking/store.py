@@ -13,13 +13,13 @@ a traceback.
 """
 from __future__ import annotations
 
-import os
 import sqlite3
 from pathlib import Path
 
 import mlflow
 
 from pipeline.config.errors import ServiceUnavailable
+from pipeline.config.places import chosen_store
 from pipeline.paths import REPO_ROOT
 from pipeline.redaction import redact_uri
 
@@ -34,7 +34,7 @@ _ready: set[str] = set()  # stores this process has made sure exist
 
 
 def configure(tracking_uri: str | None = None) -> str:
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or tracking_uri or DEFAULT_URI
+    uri = chosen_store(tracking_uri)[0] or DEFAULT_URI
     mlflow.set_tracking_uri(uri)
     prepare(uri)
     return uri
