@@ -207,11 +207,14 @@ class RayCluster:
         """The node dies as a machine would: every process of it at once, the job entrypoints Ray starts in
         sessions of their own included (all descendants of the node's process group)."""
         node = self.nodes.pop(name)
-        for pid in _tree(node.pgid):
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
+        for _ in range(10):  # again while any is left: a process forked between the listing and the kill
+            alive = {pid for pid in _tree(node.pgid) if _alive(pid)}
+            if not alive:
+                return
+            for pid in alive:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+            time.sleep(0.1)
 
     def stop(self) -> None:
         """Stop every node this cluster started and everything they started (by process group and parentage;
