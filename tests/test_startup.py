@@ -59,6 +59,20 @@ def test_config_error_imports_nothing_heavy(args, tmp_path):
     assert not (tmp_path / "mlflow.db").exists()  # and no store was opened
 
 
+def test_the_hydra_app_answers_a_config_error_without_mlflow_or_torch(tmp_path):
+    """`python -m pipeline.run`: Hydra builds the sweep callback for every run; it imports MLflow in a multirun."""
+    code = f"""
+        import runpy
+        sys.argv = ["pipeline/run.py", "env.num_envs=0", "hydra.run.dir={tmp_path / 'hydra'}"]
+        runpy.run_module("pipeline.run", run_name="__main__")
+    """
+    out = loaded_by(code, MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path}/mlflow.db")
+    assert out["exit"] == 2
+    assert "error: env.num_envs must be >= 1, got 0" in out["stderr"]
+    assert out["loaded"] == []
+    assert not (tmp_path / "mlflow.db").exists()
+
+
 def test_an_algorithm_error_is_checked_in_the_trainer_process_and_opens_no_store(tmp_path):
     """ML-Agents' settings classes live in its torch modules: an entry point has its trainer process (which imports
     them anyway) check the algorithm, while the stage's own process imports MLflow for the run it will not need."""

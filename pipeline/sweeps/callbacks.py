@@ -21,18 +21,18 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-import mlflow
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from mlflow.entities import Param, RunStatus, RunTag
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.config.errors import EXIT_UNAVAILABLE
 from pipeline.redaction import redact_uri
 from pipeline.sweeps import jobs
-from pipeline.tracking import runs, store
 from pipeline.tracking.reaper import process_tags  # which process owns the sweep's parent run (reap)
+
+# MLflow is imported in the multirun hooks only: Hydra builds this callback for every run, and a single run's
+# process (pipeline/run.py) imports MLflow while its trainer process imports torch.
 
 PARENT_ENV = "PIPELINE_SWEEP_RUN_ID"  # set in the sweep process, inherited by launcher workers
 KEYS_ENV = "PIPELINE_SWEEP_KEYS"  # the keys the sweep varies: they name a job and group its seeds
@@ -97,6 +97,11 @@ class MlflowSweepCallback(Callback):
             sys.exit(EXIT_UNAVAILABLE)
 
     def _start(self, config: DictConfig, overrides: list[str]) -> None:
+        import mlflow
+        from mlflow.entities import Param, RunTag
+
+        from pipeline.tracking import runs, store
+
         global _sweep
         uri = store.configure(config.tracking.tracking_uri)
         experiment_id = store.experiment_id(config.tracking.experiment_name)
@@ -157,6 +162,11 @@ class MlflowSweepCallback(Callback):
         if not parent or config.hydra.mode != RunMode.MULTIRUN:
             return
         _own_process_start_method()
+        import mlflow
+        from mlflow.entities import Param
+
+        from pipeline.tracking import store
+
         store.configure(config.tracking.tracking_uri)
         overrides = list(config.hydra.overrides.task)
         params = jobs.job_params(overrides)
@@ -180,6 +190,9 @@ class MlflowSweepCallback(Callback):
         if not os.environ.get(PARENT_ENV) or config.hydra.mode != RunMode.MULTIRUN:
             return
         child, _job_run = _job_run, None
+        import mlflow
+        from mlflow.entities import RunStatus
+
         while mlflow.active_run():  # nothing of this job may stay active for the next one
             mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
         if not child:
@@ -239,6 +252,8 @@ def _finish(callback: MlflowSweepCallback, completed: bool) -> None:
     if sweep is None or sweep.done:
         return
     sweep.done = True
+    import mlflow
+
     from pipeline.sweeps import report, search
 
     client = mlflow.MlflowClient()
