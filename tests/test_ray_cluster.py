@@ -8,6 +8,7 @@ import json
 import subprocess
 import time
 import uuid
+import warnings
 
 import mlflow
 import pytest
@@ -16,6 +17,7 @@ from mlops_unity_pipeline import RLTrainingConfig, TrainingJob, UnityAssetSpec, 
 from pipeline.launch.ray_jobs import RayJobExecutor
 from pipeline.scheduling.launcher import PipelineLauncher, fire_job, submission_id
 from tests.support.process import PYTHON, REPO, child_env
+from tests.support.ray_cluster import HeadLost
 from tests.support.store import all_runs
 from tests.support.training import TINY
 
@@ -153,13 +155,24 @@ def test_a_training_whose_node_dies_continues_its_run_on_the_other_node(ray_clus
     """Node a is killed mid-training (every process of it, as a machine dies); the same request with
     resume=<its run>, sent to node b, continues the same MLflow run from the checkpoint the training
     uploaded to the team server: node b never saw node a's results directory."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", team_server.url)
+    mlflow.set_tracking_uri(team_server.url)
+    try:
+        _lose_node_a_then_resume_on_b(ray_cluster, tmp_path / "first", monkeypatch)
+    except HeadLost as exc:
+        # Ray's own head stopped answering after the worker was killed (once in CI, on this one-box cluster):
+        # Ray's failure, not the product's. A fresh cluster, and the same scenario once more.
+        warnings.warn(f"the Ray head was lost; the scenario runs again on a fresh cluster: {exc}", stacklevel=1)
+        ray_cluster.restart()
+        _lose_node_a_then_resume_on_b(ray_cluster, tmp_path / "again", monkeypatch)
+
+
+def _lose_node_a_then_resume_on_b(ray_cluster, tmp_path, monkeypatch) -> None:
     from pipeline.launch.request import LaunchRequest
     from pipeline.training.resume import CHECKPOINT_STEP_TAG
 
     experiment = f"ray-node-loss-{uuid.uuid4().hex[:8]}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", team_server.url)
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", experiment)
-    mlflow.set_tracking_uri(team_server.url)
     interval, max_steps, summary_freq = 2000, 12000, 1000
     values = {"max_steps": max_steps, "env.num_envs": 1, "env.num_areas": 8, "algorithm.summary_freq": summary_freq,
               "algorithm.checkpoint_interval": interval, "algorithm.hyperparameters.buffer_size": 1024,
@@ -205,6 +218,8 @@ def test_a_training_whose_node_dies_continues_its_run_on_the_other_node(ray_clus
         assert steps == sorted(set(steps)) and steps[-1] >= max_steps - 1000  # monotone, no duplicates, to the end
         assert len([r for r in client.search_runs([final.info.experiment_id])
                     if r.data.tags.get("pipeline.stage") == "train"]) == 1  # the same run, not a new one
+    except HeadLost:
+        raise  # the caller starts a fresh cluster
     except BaseException:
         with contextlib.suppress(Exception):  # node a back for later tests; the failure above is the one to read
             ray_cluster.add_worker("a")

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -59,6 +60,10 @@ def free_port() -> int:
 
 class RayUnavailable(RuntimeError):
     pass
+
+
+class HeadLost(AssertionError):
+    """The head itself stopped answering (its GCS gone or silent), not what a test checks of the product."""
 
 
 @dataclass
@@ -160,18 +165,20 @@ class RayCluster:
         self.last_error = None
         return [{"id": n.node_id, "res": n.resources_total or {}} for n in nodes if n.state == "ALIVE"]
 
+    def gcs_running(self) -> bool:
+        head = self.nodes.get("head")
+        return any(_command(pid).split(b"\0")[0].endswith(b"gcs_server") and _alive(pid)
+                   for pid in (_tree(head.pgid) if head else set()))
+
     def head_report(self) -> str:
         """Why the cluster may not answer: is the head's GCS still running, and the end of its log."""
-        head = self.nodes.get("head")
-        gcs = [pid for pid in (_tree(head.pgid) if head else set())
-               if _command(pid).split(b"\0")[0].endswith(b"gcs_server")]
         logs = sorted((self.base / "ray").glob("session_*/logs/gcs_server.*"))
         tail = []
         for log in logs:
             lines = log.read_text(errors="replace").splitlines()
-            tail += [f"{log.name}: {line}" for line in lines if " C " in line or " E " in line][-8:]
-            tail += [f"{log.name}: {line}" for line in lines[-3:]]
-        return (f"head's gcs_server {'running (pid ' + str(gcs[0]) + ')' if gcs else 'NOT running'}; "
+            errors = [line for line in lines if re.match(r"\[\S+ \S+ [CEF] ", line)][-8:]  # Ray's levels
+            tail += [f"{log.name}: {line}" for line in errors + [x for x in lines[-3:] if x not in errors]]
+        return (f"head's gcs_server {'running' if self.gcs_running() else 'NOT running'}; "
                 f"dashboard: {self.last_error or 'answered'}\n" + "\n".join(tail))
 
     def wait_for_nodes(self, timeout: float) -> None:
@@ -196,8 +203,11 @@ class RayCluster:
             if nodes and not any(resource in n["res"] for n in nodes):
                 return
             if time.monotonic() > deadline:
-                seen = "still counts node " + name + " alive" if nodes else "did not answer"
-                raise AssertionError(f"the cluster {seen} after {timeout:.0f} s; {self.head_report()}")
+                report = self.head_report()
+                if not nodes or not self.gcs_running():
+                    raise HeadLost(f"the cluster did not answer for {timeout:.0f} s after node {name} was lost; "
+                                   f"{report}")
+                raise AssertionError(f"the cluster still counts node {name} alive after {timeout:.0f} s; {report}")
             time.sleep(1)
 
     def node_named(self, node_id: str) -> str | None:
@@ -215,6 +225,11 @@ class RayCluster:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, sig)
             time.sleep(0.1)
+
+    def restart(self, timeout: float = 240) -> RayCluster:
+        """A fresh cluster in place of this one (new ports, new session): after its head was lost."""
+        self.stop()
+        return self.start(timeout)
 
     def stop(self) -> None:
         """Stop every node this cluster started and everything they started (by process group and parentage;
