@@ -65,6 +65,34 @@ def steps_of(run_id: str, key: str = CADENCE) -> list[int]:
     return [m.step for m in sorted(mlflow.MlflowClient().get_metric_history(run_id, key), key=lambda m: m.timestamp)]
 
 
+def test_a_stop_during_the_first_checkpoint_lands_in_no_import():
+    """A stop is a KeyboardInterrupt wherever the training is; in the middle of the first ONNX export's imports
+    (onnx, the exporter's opset modules) it left them half-initialised, and ML-Agents' save on stop then failed
+    ("Module onnx is not installed!", once in CI): the training imports all of it before it starts. Here the first
+    export of ML-Agents' own nav policy after that preload imports nothing."""
+    code = """
+import sys, tempfile
+from pipeline.training import mlagents_trainer  # noqa: F401  what a training imports
+from pipeline.mlagents_patches import onnx_export
+from mlagents.trainers.settings import NetworkSettings
+from mlagents.trainers.torch_entities.networks import SimpleActor
+from mlagents.trainers.torch_entities.model_serialization import ModelSerializer
+from mlagents.trainers.policy.torch_policy import TorchPolicy
+from mlagents_envs.base_env import ActionSpec, BehaviorSpec, DimensionProperty, ObservationSpec, ObservationType
+onnx_export.preload()
+before = set(sys.modules)
+spec = BehaviorSpec([ObservationSpec((12,), (DimensionProperty.NONE,), ObservationType.DEFAULT, "obs")],
+                    ActionSpec.create_continuous(2))
+policy = TorchPolicy(0, spec, NetworkSettings(), SimpleActor, {"conditional_sigma": False, "tanh_squash": False})
+ModelSerializer(policy).export_policy_model(tempfile.mkdtemp() + "/policy")
+print(sorted(set(sys.modules) - before))
+"""
+    proc = subprocess.run([PYTHON, "-c", code], cwd=REPO, env=child_env(), capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
 def test_sigterm_ends_killed_with_a_checkpoint_then_resume_finishes_the_same_run(store, tmp_path):
     proc = start_training(tmp_path, 60_000)
     write_path = wait_for_checkpoint(tmp_path, proc)

@@ -24,6 +24,7 @@ from mlagents.trainers.training_status import GlobalTrainingStatus, StatusType
 
 from pipeline.config.plan import RunPlan
 from pipeline.tracking.stats_writer import write_pending_summaries
+from pipeline.mlagents_patches import onnx_export
 from pipeline.training import atomic_checkpoints
 from pipeline.training import env_factory
 from pipeline.training import session as mlagents_session
@@ -53,6 +54,7 @@ def train(plan: RunPlan, results_dir: Path, run_id: str, writers: Sequence[Stats
         _close_quietly(env_manager)
         raise
 
+    onnx_export.preload()  # before a stop can land in the first checkpoint's imports
     stop = StopRequest()
     tap = _CheckpointTap(on_checkpoint, write_path, status_writer) if on_checkpoint else None
     with stats_writers(all_writers), stop.on_sigterm(), \
