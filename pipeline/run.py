@@ -36,6 +36,7 @@ def _app(cfg: DictConfig) -> float:
             from pipeline.stages.pipeline import run_pipeline  # MLflow: imported while the trainer checks
 
             trainer.checked()
+            trainer_process.keep_for(plan)
             result = run_pipeline(replace(plan, adopted_run_id=adopted))
     # Sweepers (Optuna) maximise what the task returns: the evaluated success rate.
     return result.evaluate.metrics["eval/success_rate"] if result.evaluate else float("nan")

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import mlflow
 import pytest
@@ -11,6 +10,7 @@ from mlagents_envs.exception import UnityEnvironmentException, UnityTimeOutExcep
 from pipeline.config.compose import compose_plan
 from pipeline.stages import train
 from pipeline.unity.environment import BehaviorMismatchError
+from tests.support.process import command_line, parent_of
 from tests.support.store import all_runs
 from tests.test_unity_player import alive_with, make_build
 
@@ -47,16 +47,8 @@ def test_a_player_that_never_connects_fails_within_timeout_wait_and_is_killed(st
 
 
 def _who(pid: int) -> str:
-    def field(p: int, name: str) -> str:
-        try:
-            if name == "cmdline":
-                return Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:200]
-            return Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[1]  # its parent
-        except OSError:
-            return "?"
-    parent = field(pid, "ppid")
-    return (f"pid {pid} ({field(pid, 'cmdline')}), parent {parent} "
-            f"({field(int(parent), 'cmdline') if parent.isdigit() else '?'})")
+    parent = parent_of(pid)
+    return f"pid {pid} ({command_line(pid)[:200]}), parent {parent} ({command_line(parent)[:200] if parent else '?'})"
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ from pipeline.config.compose import compose_plan
 from pipeline.config.errors import ConfigError
 from pipeline.tracking.store import experiment_id
 from pipeline.unity import ports
-from tests.support.process import PYTHON, REPO, child_env
+from tests.support.process import PYTHON, REPO, alive, child_env, command_line
 from tests.support.training import TINY
 
 PLAYER = REPO / "scripts" / "simulated_player"
@@ -31,16 +31,8 @@ def make_build(folder: Path, name: str = "Nav.x86_64") -> Path:
 
 def alive_with(marker: str) -> list[int]:
     """Live (not zombie) processes whose command line mentions marker."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if marker in cmdline and state != "Z":
-            found.append(int(pid))
-    return found
+    return [pid for pid in map(int, filter(str.isdigit, os.listdir("/proc")))
+            if marker in command_line(pid) and alive(pid)]
 
 
 # --- the build path is checked before anything runs -------------------------------------------

@@ -110,10 +110,10 @@ def _run(request: LaunchRequest, print_result: bool, go: TextIO | None, trainer)
         if request.run_id:  # a run made for it already (mlflow run --backend ray): it failed, say why
             _fail(request.run_id, exc)
         raise
-    if trainer and plan.mode != "online":
+    if trainer:
         from pipeline.training import trainer_process
 
-        trainer_process.discard()  # offline and hybrid learn in this process (stages/hybrid.py)
+        trainer_process.keep_for(plan)
     if request.hold and not ready_then_wait(plan, go or sys.stdin):
         return None
     adopted = request.run_id or (_child_of(request.parent_run_id, plan) if request.parent_run_id else None)

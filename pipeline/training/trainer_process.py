@@ -181,6 +181,13 @@ def started() -> Iterator[TrainerProcess]:
         discard()
 
 
+def keep_for(plan) -> None:
+    """Offline and hybrid plans learn in the stage's own process (stages/hybrid.py): a started trainer process
+    is ended once the plan says so, not held (torch and all) through the whole stage."""
+    if plan.mode != "online":
+        discard()
+
+
 def discard() -> None:
     """An unused started trainer process (the stage trained nothing, or failed before) is ended."""
     global _started

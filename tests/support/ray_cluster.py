@@ -39,6 +39,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.process import alive, command_line
+
 PYTHON = sys.executable
 # `ray start`, with the dashboard's start-up poll 10x slower (so 200 s instead of 20 s).
 RAY_START = """
@@ -167,7 +169,7 @@ class RayCluster:
 
     def gcs_running(self) -> bool:
         head = self.nodes.get("head")
-        return any(_command(pid).split(b"\0")[0].endswith(b"gcs_server") and _alive(pid)
+        return any(command_line(pid).split(" ")[0].endswith("gcs_server") and alive(pid)
                    for pid in (_tree(head.pgid) if head else set()))
 
     def head_report(self) -> str:
@@ -218,10 +220,10 @@ class RayCluster:
         sessions of their own included (all descendants of the node's process group)."""
         node = self.nodes.pop(name)
         for _ in range(10):  # again while any is left: a process forked between the listing and the kill
-            alive = {pid for pid in _tree(node.pgid) if _alive(pid)}
-            if not alive:
+            left = {pid for pid in _tree(node.pgid) if alive(pid)}
+            if not left:
                 return
-            for pid in alive:
+            for pid in left:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, sig)
             time.sleep(0.1)
@@ -241,27 +243,12 @@ class RayCluster:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
+        while time.monotonic() < deadline and any(alive(pid) for pid in pids):
             time.sleep(0.2)
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         self.nodes.clear()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return Path(f"/proc/{pid}/stat").exists() and " Z " not in Path(f"/proc/{pid}/stat").read_text()[:200]
-
-
-def _command(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b""
 
 
 def _tree(pgid: int) -> set[int]:
